@@ -1,0 +1,5 @@
+//! mcp-gateway: protects local MCP (Model Context Protocol) servers from DNS rebinding.
+//!
+//! Two layers: a userspace gateway that validates `Host`/`Origin` before anything reaches the
+//! upstream MCP server, and cgroup eBPF programs that keep the protected ports loopback-only.
+pub mod ebpf;

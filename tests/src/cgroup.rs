@@ -1,0 +1,73 @@
+//! Test-owned cgroups, removed by an RAII guard even when the test panics.
+use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::Duration,
+};
+
+/// The cgroup-v2 mount point, from /proc/mounts (hybrid hosts mount it below /sys/fs/cgroup).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
+
+/// A cgroup made by this test under the cgroup-v2 root. Never the root itself.
+pub struct TestCgroup {
+    path: PathBuf,
+}
+
+impl TestCgroup {
+    /// Creates `<cgroup2>/mcp-gateway-test-<pid>-<n>-<label>`.
+    pub fn new(label: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let root = cgroup2_mount().expect("a cgroup v2 mount");
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = root.join(format!(
+            "mcp-gateway-test-{}-{n}-{label}",
+            std::process::id()
+        ));
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("creating cgroup {}: {e}", path.display()));
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The cgroup id the kernel reports (`bpf_get_current_cgroup_id`): the directory's inode.
+    pub fn id(&self) -> u64 {
+        fs::metadata(&self.path).expect("cgroup metadata").ino()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Processes still inside go back to the parent so the directory can be removed.
+        let parent = self.path.parent().map(|p| p.join("cgroup.procs"));
+        if let (Ok(procs), Some(parent)) =
+            (fs::read_to_string(self.path.join("cgroup.procs")), parent)
+        {
+            for pid in procs.lines() {
+                let _ = fs::write(&parent, pid);
+            }
+        }
+        for _ in 0..50 {
+            match fs::remove_dir(&self.path) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) => thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        eprintln!(
+            "warning: could not remove test cgroup {}",
+            self.path.display()
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! Child processes that are killed and reaped when the guard drops.
+use std::{
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Child, ChildStdout, Command, Stdio},
+};
+
+/// A running child, killed on drop.
+pub struct ChildGuard {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with piped stdout (and stdin, so the child can tell when the test is gone).
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Self { child, stdout }
+    }
+
+    /// The next line the child printed (without the newline).
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("reading child stdout");
+        assert!(!line.is_empty(), "child exited before printing a line");
+        line.trim_end().to_owned()
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `netprobe` helper built with these tests.
+pub fn netprobe() -> Command {
+    Command::new(target_bin("netprobe"))
+}
+
+/// The `mcp-gateway` binary under test: `$MCP_GATEWAY_BIN` (set by `cargo xtask test`), else the
+/// one in this test's target directory.
+pub fn gateway_bin() -> PathBuf {
+    std::env::var_os("MCP_GATEWAY_BIN").map_or_else(|| target_bin("mcp-gateway"), PathBuf::from)
+}
+
+/// A binary in the target directory this test was built into
+/// (`target/<profile>/deps/<test>` -> `target/<profile>/<name>`).
+fn target_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join(name))
+        .expect("target directory");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (`cargo build --workspace --bins`) or run `cargo xtask test`",
+        bin.display()
+    );
+    bin
+}

@@ -1,0 +1,45 @@
+//! Project chores: `cargo xtask setup | run | test | lint`.
+mod cmd;
+mod run;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "mcp-gateway development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain (nightly + rust-src, or Debian's matched compiler) and
+    /// bpf-linker. Idempotent; a few seconds when already done.
+    Setup,
+    /// Build everything (release) and start `mcp-gateway` with the privileges it needs.
+    Run {
+        /// Arguments for `mcp-gateway`, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit, integration, and (with root + CAP_BPF) the privileged kernel tests.
+    Test {
+        /// Extra arguments for the test runner (cargo-nextest), after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Check formatting (nightly rustfmt) and run clippy with -D warnings, the eBPF crate on its
+    /// own target.
+    Lint,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::setup().map(drop),
+        Task::Run { args } => run::run(&args),
+        Task::Test { args } => test::test(&args),
+        Task::Lint => test::lint(),
+    }
+}
