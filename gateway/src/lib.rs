@@ -2,4 +2,7 @@
 //!
 //! Two layers: a userspace gateway that validates `Host`/`Origin` before anything reaches the
 //! upstream MCP server, and cgroup eBPF programs that keep the protected ports loopback-only.
+pub mod cli;
+pub mod config;
 pub mod ebpf;
+pub mod policy;

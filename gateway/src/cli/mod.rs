@@ -1,0 +1,21 @@
+//! The `mcp-gateway` command line: one subcommand per job.
+pub mod check;
+pub mod kernel;
+
+use clap::{Parser, Subcommand};
+
+/// DNS-rebinding protection for local MCP servers.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-gateway", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway in front of an MCP server.
+    Run(Box<crate::config::RunArgs>),
+    /// Explain how the Host/Origin policy decides a request.
+    Check(check::CheckArgs),
+}
