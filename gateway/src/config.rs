@@ -23,8 +23,8 @@ const MIB: u64 = 1024 * 1024;
 /// Flags of `mcp-gateway run`. Every setting can also come from the environment or the file.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// URL of the MCP server to protect, e.g. http://127.0.0.1:8000/mcp (its path is kept as a
-    /// prefix).
+    /// URL of the MCP server to protect, e.g. http://127.0.0.1:8000/mcp. Request paths pass
+    /// through unchanged.
     #[arg(long, env = "MCP_GATEWAY_UPSTREAM")]
     pub upstream: Option<String>,
     /// Address to listen on [default: 127.0.0.1:8787]. Loopback only unless
@@ -155,7 +155,8 @@ pub enum ConfigError {
 pub struct Settings {
     pub upstream: Upstream,
     pub listen: SocketAddr,
-    pub policy: Policy,
+    /// Validated; compiled again by `run` once the real listen port is known (`--listen :0`).
+    pub policy: PolicySettings,
     pub auth_token: Option<Token>,
     pub limits: Limits,
     pub log_format: LogFormat,
@@ -166,8 +167,9 @@ pub struct Settings {
 pub struct Upstream {
     /// `host:port`, also sent as the upstream `Host`.
     pub authority: String,
-    /// Path prefix from the upstream URL (`/mcp`), without a trailing slash.
-    pub base_path: String,
+    /// The MCP endpoint path from the upstream URL (`/mcp`). Paths pass through unchanged; this
+    /// one is shown in the start-up message as the URL clients should use.
+    pub path: String,
 }
 
 /// A bearer token. Its Debug output never shows the secret.
@@ -218,7 +220,7 @@ impl RunArgs {
         if !listen.ip().is_loopback() && !(allow_non_loopback && auth_token.is_some()) {
             return Err(ConfigError::NonLoopback { addr: listen });
         }
-        let policy = Policy::new(&PolicySettings {
+        let policy = PolicySettings {
             mode: self.mode.or(file.mode).unwrap_or_default(),
             listen,
             allowed_hosts: self
@@ -231,7 +233,8 @@ impl RunArgs {
                 .clone()
                 .or(file.allowed_origins)
                 .unwrap_or_default(),
-        })?;
+        };
+        Policy::new(&policy)?;
         let limits = Limits {
             max_body_bytes: positive(
                 "max_body_bytes",
@@ -265,10 +268,11 @@ impl RunArgs {
                 10.0,
             )?,
         };
-        if limits.max_header_bytes < 1024 {
+        // hyper's smallest read buffer.
+        if limits.max_header_bytes < 8192 {
             return Err(ConfigError::Invalid {
                 key: "max_header_bytes",
-                why: "must be at least 1024".into(),
+                why: "must be at least 8192".into(),
             });
         }
         Ok(Settings {
@@ -316,7 +320,7 @@ fn parse_upstream(value: &str) -> Result<Upstream, ConfigError> {
     }
     Ok(Upstream {
         authority: format!("{}:{port}", authority.host()),
-        base_path: uri.path().trim_end_matches('/').to_owned(),
+        path: uri.path().to_owned(),
     })
 }
 

@@ -6,3 +6,6 @@ pub mod cli;
 pub mod config;
 pub mod ebpf;
 pub mod policy;
+pub mod proxy;
+pub mod run;
+pub mod security_log;

@@ -1,12 +1,17 @@
 //! The `mcp-gateway` command line.
-use clap::Parser;
+use std::process::ExitCode;
 
-/// DNS-rebinding protection for local MCP servers.
-#[derive(Debug, Parser)]
-#[command(name = "mcp-gateway", version, about)]
-struct Cli {}
+use clap::Parser as _;
+use mcp_gateway::cli::{Cli, Command, check};
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Run(args) => mcp_gateway::run::run(args),
+        Command::Check(args) => check::run(args),
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("mcp-gateway: error: {err:#}");
+        ExitCode::FAILURE
+    })
 }

@@ -1,0 +1,201 @@
+//! The userspace gateway: a reverse proxy that lets a request reach the MCP server only after
+//! the Host/Origin policy accepted it.
+//!
+//! A request passes these layers, top to bottom; the first that answers ends it:
+//! 1. connection limits (`serve`): max connections, header read timeout, header size/count caps;
+//! 2. CORS preflight: answered by the gateway itself, never forwarded;
+//! 3. Host/Origin policy: a rejection is a 403 with a JSON-RPC body, logged, never forwarded;
+//! 4. bearer-token auth (optional): 401;
+//! 5. declared body size: 413 before any upstream connection;
+//! 6. forwarding: streamed both ways, hop-by-hop headers stripped, upstream Host set.
+pub mod auth;
+pub mod body;
+pub mod forward;
+pub mod headers;
+pub mod reply;
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use http::{Request, Response, StatusCode, header, request::Parts};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use self::{body::Body, forward::UpstreamClient};
+use crate::{
+    config::{Limits, Token, Upstream},
+    policy::{Policy, Rejection, cors},
+    security_log::RejectionLog,
+};
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    pub policy: Policy,
+    pub upstream: Upstream,
+    pub auth_token: Option<Token>,
+    pub limits: Limits,
+    pub client: UpstreamClient,
+    /// Fires on SIGINT/SIGTERM: SSE streams end, the accept loop stops.
+    pub shutdown: CancellationToken,
+    pub rejections: RejectionLog,
+}
+
+impl Gateway {
+    pub fn new(
+        policy: Policy,
+        upstream: Upstream,
+        auth_token: Option<Token>,
+        limits: Limits,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            client: forward::client(limits.connect_timeout),
+            policy,
+            upstream,
+            auth_token,
+            limits,
+            shutdown,
+            rejections: RejectionLog::default(),
+        }
+    }
+
+    /// The request path, as listed in the module docs.
+    pub async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        if cors::is_preflight(&parts) {
+            return match cors::preflight(&self.policy, &parts) {
+                Ok(headers) => reply::preflight(headers),
+                Err(rejection) => self.reject(peer, &parts, &rejection),
+            };
+        }
+        let accepted = match self.policy.verify(&parts) {
+            Ok(accepted) => accepted,
+            Err(rejection) => return self.reject(peer, &parts, &rejection),
+        };
+        if let Some(token) = &self.auth_token {
+            if !auth::authorized(&parts.headers, token) {
+                tracing::warn!(
+                    reason = "auth", peer = %peer, method = %parts.method, path = ?parts.uri.path(),
+                    "rejected request: missing or wrong bearer token"
+                );
+                return reply::unauthorized();
+            }
+        }
+        if declared_length(&parts).is_some_and(|len| len > self.limits.max_body_bytes) {
+            return reply::json_rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "Payload too large: the request body exceeds {} bytes",
+                    self.limits.max_body_bytes
+                ),
+            );
+        }
+        tracing::debug!(peer = %peer, method = %parts.method, path = ?parts.uri.path(), rule = %accepted.rule, "accepted");
+        let mut resp = forward::forward(self, peer, parts, body).await;
+        resp.headers_mut().extend(cors::response_headers(&accepted));
+        resp
+    }
+
+    /// A 403 for a policy rejection: logged (rate-limited), never forwarded.
+    fn reject(&self, peer: SocketAddr, parts: &Parts, rejection: &Rejection) -> Response<Body> {
+        let reason = rejection.reason.as_str();
+        if self
+            .rejections
+            .admit(&format!("{reason} {}", rejection.value))
+        {
+            let header = |name| {
+                parts
+                    .headers
+                    .get(name)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            };
+            tracing::warn!(
+                reason,
+                value = ?rejection.value,
+                origin = ?header(header::ORIGIN),
+                host = ?header(header::HOST),
+                peer = %peer,
+                method = %parts.method,
+                path = ?parts.uri.path(),
+                rule = %rejection.rule,
+                "rejected request"
+            );
+        }
+        reply::json_rpc_error(StatusCode::FORBIDDEN, &rejection.message())
+    }
+}
+
+/// `Content-Length`, when the client declared one.
+fn declared_length(parts: &Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Accepts connections until `gw.shutdown` fires, then drains them for up to the grace period.
+pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> anyhow::Result<()> {
+    let limits = gw.limits.clone();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+
+    loop {
+        // Wait for a free slot before accepting: over the cap, clients queue in the backlog.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit?,
+            () = gw.shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = gw.shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gw.clone();
+        let service = service_fn(move |req| {
+            let gw = gw.clone();
+            async move { Ok::<_, Infallible>(gw.handle(peer, req).await) }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+
+    tracing::info!(
+        grace = ?limits.shutdown_grace,
+        "shutting down: no new connections; letting in-flight requests finish"
+    );
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown deadline reached; closing the remaining connections");
+    }
+    Ok(())
+}

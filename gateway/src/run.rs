@@ -1,0 +1,108 @@
+//! `mcp-gateway run`: resolve settings, start logging, bind, enforce, serve until a signal.
+use std::{process::ExitCode, sync::Arc};
+
+use anyhow::Context as _;
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::{EnvFilter, fmt};
+
+use crate::{
+    config::{LogFormat, RunArgs, Settings},
+    policy::{Policy, PolicySettings},
+    proxy::{self, Gateway},
+    security_log,
+};
+
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.resolve().context("invalid configuration")?;
+    init_tracing(settings.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args, settings))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the default `info` level.
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+async fn serve(args: &RunArgs, settings: Settings) -> anyhow::Result<()> {
+    let Settings {
+        upstream,
+        listen,
+        policy,
+        auth_token,
+        limits,
+        log_format: _,
+    } = settings;
+    if !listen.ip().is_loopback() {
+        tracing::warn!(
+            %listen,
+            "LISTENING ON A NON-LOOPBACK ADDRESS: other hosts can reach this gateway; every request must carry the bearer token"
+        );
+    }
+    if auth_token.is_some() {
+        tracing::warn!("bearer-token authentication is ON: requests without the token get 401");
+    }
+    let listener = TcpListener::bind(listen).await.with_context(|| {
+        format!("listening on {listen}: is another process using it? Choose another address with --listen")
+    })?;
+    let listen = listener.local_addr()?;
+    let policy = Policy::new(&PolicySettings { listen, ..policy })?;
+    let _ = args;
+
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
+    let gw = Arc::new(Gateway::new(
+        policy,
+        upstream,
+        auth_token,
+        limits,
+        shutdown.clone(),
+    ));
+    let ticker = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(security_log::WINDOW);
+            loop {
+                every.tick().await;
+                gw.rejections.tick();
+            }
+        })
+    };
+    tracing::info!(
+        mode = ?gw.policy.mode(),
+        "mcp-gateway listening on http://{listen}{path} -> upstream http://{up}{path}",
+        path = gw.upstream.path,
+        up = gw.upstream.authority,
+    );
+    let served = proxy::serve(listener, gw).await;
+    ticker.abort();
+    tracing::info!("mcp-gateway stopped");
+    served
+}
+
+/// SIGINT and SIGTERM start a graceful shutdown.
+fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}
