@@ -32,7 +32,7 @@ pub struct RunArgs {
     #[arg(long, env = "MCP_GATEWAY_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Policy mode [default: permissive].
-    #[arg(long, env = "MCP_GATEWAY_MODE")]
+    #[arg(long, id = "policy_mode", env = "MCP_GATEWAY_MODE")]
     pub mode: Option<Mode>,
     /// Allowed browser origin (repeatable): `scheme://host[:port]` or `scheme://host:*`.
     #[arg(
@@ -217,7 +217,8 @@ impl RunArgs {
             .unwrap_or(false);
         let token_file = self.auth_token_file.clone().or(file.auth_token_file);
         let auth_token = token_file.map(|path| read_token(&path)).transpose()?;
-        if !listen.ip().is_loopback() && !(allow_non_loopback && auth_token.is_some()) {
+        let exposed_ok = allow_non_loopback && auth_token.is_some();
+        if !(listen.ip().is_loopback() || exposed_ok) {
             return Err(ConfigError::NonLoopback { addr: listen });
         }
         let policy = PolicySettings {

@@ -1,12 +1,38 @@
 //! CORS: preflights are answered by the gateway itself, for allowed origins only.
 //!
-//! CONTRACT STUB (see mod.rs).
-use http::{HeaderMap, Method, request::Parts};
+//! A preflight goes through the same [`Policy::verify`] as any request (Host, then Origin), so a
+//! disallowed origin or a bad Host gets the rejection (403), also when it asks for
+//! private-network access. `Access-Control-Allow-Origin` always echoes the exact Origin sent,
+//! never `*`, and every answer carries `Vary: Origin` (with or without Origin) because the
+//! headers depend on it and a cache must not hand one origin's answer to another.
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method,
+    header::{
+        ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+        ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, VARY,
+    },
+    request::Parts,
+};
 
-use super::{Accepted, Policy, Rejection};
+use super::{Accepted, Policy, Reason, Rejection};
+
+/// Methods of the MCP streamable HTTP transport.
+pub const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
+/// Request headers an MCP browser client sends.
+pub const ALLOW_HEADERS: &str =
+    "mcp-session-id, mcp-protocol-version, last-event-id, authorization, content-type, accept";
+/// Response headers a browser client must be able to read.
+pub const EXPOSE_HEADERS: &str = "mcp-session-id, mcp-protocol-version";
+/// Seconds a browser may cache a preflight answer.
+pub const MAX_AGE_SECS: &str = "600";
+
+const REQUEST_PRIVATE_NETWORK: HeaderName =
+    HeaderName::from_static("access-control-request-private-network");
+const ALLOW_PRIVATE_NETWORK: HeaderName =
+    HeaderName::from_static("access-control-allow-private-network");
 
 /// Whether the request is a CORS preflight (OPTIONS with Origin and
-/// Access-Control-Request-Method).
+/// Access-Control-Request-Method). Without Origin it is an ordinary request for `verify`.
 pub fn is_preflight(req: &Parts) -> bool {
     req.method == Method::OPTIONS
         && req.headers.contains_key(http::header::ORIGIN)
@@ -17,11 +43,57 @@ pub fn is_preflight(req: &Parts) -> bool {
 
 /// The headers of the gateway's own 204 answer to an allowed preflight, or the rejection.
 pub fn preflight(policy: &Policy, req: &Parts) -> Result<HeaderMap, Rejection> {
-    policy.verify(req).map(|_| HeaderMap::new())
+    let accepted = policy.verify(req)?;
+    if accepted.origin.is_none() {
+        // Only reachable when called on a non-preflight; nothing to allow without an Origin.
+        return Err(Rejection {
+            reason: Reason::Origin,
+            rule: "a CORS preflight must carry an Origin header".to_owned(),
+            value: String::new(),
+        });
+    }
+    let mut headers = response_headers(&accepted);
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOW_METHODS),
+    );
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOW_HEADERS),
+    );
+    headers.insert(
+        ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(MAX_AGE_SECS),
+    );
+    // Private Network Access: the page asks to reach a more private address space. The origin
+    // was allowed above, so say yes; a disallowed origin never got here.
+    let private_network = req
+        .headers
+        .get(REQUEST_PRIVATE_NETWORK)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    if private_network {
+        headers.insert(ALLOW_PRIVATE_NETWORK, HeaderValue::from_static("true"));
+    }
+    Ok(headers)
 }
 
-/// CORS headers added to a proxied response for an accepted cross-origin request.
+/// CORS headers added to a proxied response: `Vary: Origin` always; with an allowed Origin also
+/// `Access-Control-Allow-Origin: <exact origin>` and `Access-Control-Expose-Headers`.
 pub fn response_headers(accepted: &Accepted) -> HeaderMap {
-    let _ = accepted;
-    HeaderMap::new()
+    let mut headers = HeaderMap::new();
+    headers.insert(VARY, HeaderValue::from_static("Origin"));
+    // The Origin came from a header value that passed the policy, so it converts back; if it
+    // somehow did not, leaving Allow-Origin out fails closed.
+    let origin = accepted
+        .origin
+        .as_deref()
+        .and_then(|origin| HeaderValue::from_str(origin).ok());
+    if let Some(origin) = origin {
+        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSE_HEADERS),
+        );
+    }
+    headers
 }

@@ -1,12 +1,38 @@
 //! The Host/Origin policy: pure functions that decide whether a request may reach the upstream.
 //!
-//! CONTRACT STUB: the signatures below are what the proxy calls; the bodies are placeholders to
-//! be replaced by the real policy (host.rs, origin.rs, cors.rs) with table tests.
+//! Every request (any method, any path) is decided from its head alone, in this order, and the
+//! first failing check names the rejection:
+//!
+//! 1. **Host** (`host.rs`): exactly one `Host`, well-formed, equal to an allowed `name:port`
+//!    (`localhost`, `127.0.0.1`, `[::1]` on the listen port, plus `allowed_hosts`). A `Host`
+//!    without a port means port 80. An absolute-form target must use `http://` and name the
+//!    same authority as `Host`.
+//! 2. **Origin** (`origin.rs`): absent is fine (non-browser clients); present must be a single
+//!    well-formed `scheme://host[:port]` matching an allowed origin.
+//! 3. **Fetch metadata** (strict mode only, and only for requests without Origin):
+//!    `Sec-Fetch-Site` must be absent, `same-origin` or `none`. An Origin that matched a
+//!    configured pattern already is the operator's explicit opt-in for that cross-site caller,
+//!    so it is not second-guessed by `Sec-Fetch-Site: cross-site` (which every such call has).
 pub mod cors;
+mod host;
+mod origin;
+mod sanitize;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 
-use http::request::Parts;
+use http::{HeaderName, request::Parts};
+
+use self::{host::AllowedHosts, origin::AllowedOrigins};
+pub use self::{
+    host::MAX_HOST_LEN,
+    origin::MAX_ORIGIN_LEN,
+    sanitize::{MAX_VALUE_CHARS, sanitize},
+};
+
+/// `Sec-Fetch-Site` (not among the `http` crate's constants).
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// How much the policy trusts browsers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -15,7 +41,8 @@ pub enum Mode {
     /// Loopback origins on any port, plus the configured ones.
     #[default]
     Permissive,
-    /// Only the configured origins; cross-site fetch metadata is rejected even without Origin.
+    /// Only the configured origins; a request without Origin is rejected when its fetch
+    /// metadata says cross-site or same-site.
     Strict,
 }
 
@@ -59,18 +86,21 @@ impl Reason {
 }
 
 /// A rejected request: the reason, the rule that decided, and the offending value.
+///
+/// `rule` and `value` only ever hold sanitised text (see [`sanitize()`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
     pub reason: Reason,
     /// Human-readable rule that made the decision.
     pub rule: String,
     /// The normalised Origin or Host (sanitised and truncated when hostile), for logs and
-    /// counters.
+    /// counters; empty for a missing Host, the `Sec-Fetch-Site` value for fetch metadata.
     pub value: String,
 }
 
 impl Rejection {
-    /// The JSON-RPC error message sent to the client.
+    /// The JSON-RPC error message sent to the client: the reason and the rule, which holds
+    /// nothing but the sanitised Host/Origin/Sec-Fetch-Site and the allow lists.
     pub fn message(&self) -> String {
         format!(
             "Forbidden: {} not allowed ({})",
@@ -91,26 +121,77 @@ pub struct Accepted {
 /// The compiled policy.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    settings: PolicySettings,
+    mode: Mode,
+    hosts: AllowedHosts,
+    origins: AllowedOrigins,
 }
 
 impl Policy {
+    /// Validates the settings: wildcard or malformed hosts and origin patterns are errors.
     pub fn new(settings: &PolicySettings) -> Result<Self, PolicyError> {
         Ok(Self {
-            settings: settings.clone(),
+            mode: settings.mode,
+            hosts: AllowedHosts::new(settings.listen.port(), &settings.allowed_hosts)?,
+            origins: AllowedOrigins::new(settings.mode, &settings.allowed_origins)?,
         })
     }
 
     pub fn mode(&self) -> Mode {
-        self.settings.mode
+        self.mode
     }
 
-    /// Decides a request from its head alone, before anything is sent upstream.
+    /// Decides a request from its head alone, before anything is sent upstream: Host, then
+    /// Origin, then (strict mode, no Origin) fetch metadata.
     pub fn verify(&self, req: &Parts) -> Result<Accepted, Rejection> {
-        let _ = req;
+        let host = self.hosts.check(req)?;
+        if let Some((origin, rule)) = self.origins.check(req)? {
+            return Ok(Accepted {
+                rule: format!("Host `{host}` is allowed; {rule}"),
+                origin: Some(origin),
+            });
+        }
+        let fetch = match self.mode {
+            Mode::Permissive => "",
+            Mode::Strict => check_fetch_metadata(req)?,
+        };
         Ok(Accepted {
-            rule: "stub".into(),
+            rule: format!("Host `{host}` is allowed and there is no Origin{fetch}"),
             origin: None,
         })
     }
+}
+
+/// Strict mode without Origin: only `Sec-Fetch-Site` absent, `same-origin` or `none` pass.
+/// Anything else, including an unknown value or a repeated header, fails closed.
+fn check_fetch_metadata(req: &Parts) -> Result<&'static str, Rejection> {
+    let mut values = req.headers.get_all(SEC_FETCH_SITE).iter();
+    let (value, extra) = match (values.next(), values.next()) {
+        (None, _) => return Ok(""),
+        (Some(value), None) if value.as_bytes().eq_ignore_ascii_case(b"same-origin") => {
+            return Ok(" (Sec-Fetch-Site: same-origin)");
+        }
+        (Some(value), None) if value.as_bytes().eq_ignore_ascii_case(b"none") => {
+            return Ok(" (Sec-Fetch-Site: none)");
+        }
+        (Some(value), extra) => (value, extra),
+    };
+    let (value, rule) = match extra {
+        Some(second) => (
+            sanitize(&[value.as_bytes(), b", ", second.as_bytes()].concat()),
+            "a request may carry at most one Sec-Fetch-Site header (got several)".to_owned(),
+        ),
+        None => {
+            let value = sanitize(value.as_bytes());
+            let rule = format!(
+                "Sec-Fetch-Site `{value}` without an allowed Origin is refused in strict mode \
+                 (only same-origin, none or no Sec-Fetch-Site)"
+            );
+            (value, rule)
+        }
+    };
+    Err(Rejection {
+        reason: Reason::FetchMetadata,
+        rule,
+        value,
+    })
 }

@@ -76,14 +76,14 @@ impl Gateway {
             Ok(accepted) => accepted,
             Err(rejection) => return self.reject(peer, &parts, &rejection),
         };
-        if let Some(token) = &self.auth_token {
-            if !auth::authorized(&parts.headers, token) {
-                tracing::warn!(
-                    reason = "auth", peer = %peer, method = %parts.method, path = ?parts.uri.path(),
-                    "rejected request: missing or wrong bearer token"
-                );
-                return reply::unauthorized();
-            }
+        if let Some(token) = &self.auth_token
+            && !auth::authorized(&parts.headers, token)
+        {
+            tracing::warn!(
+                reason = "auth", peer = %peer, method = %parts.method, path = ?parts.uri.path(),
+                "rejected request: missing or wrong bearer token"
+            );
+            return reply::unauthorized();
         }
         if declared_length(&parts).is_some_and(|len| len > self.limits.max_body_bytes) {
             return reply::json_rpc_error(
@@ -96,7 +96,10 @@ impl Gateway {
         }
         tracing::debug!(peer = %peer, method = %parts.method, path = ?parts.uri.path(), rule = %accepted.rule, "accepted");
         let mut resp = forward::forward(self, peer, parts, body).await;
-        resp.headers_mut().extend(cors::response_headers(&accepted));
+        // Append, so an upstream `Vary` survives (upstream CORS headers were already dropped).
+        for (name, value) in &cors::response_headers(&accepted) {
+            resp.headers_mut().append(name, value.clone());
+        }
         resp
     }
 

@@ -1,0 +1,217 @@
+//! The real `mcp-gateway` binary: start-up, configuration layering and errors, shutdown.
+//!
+//! Every `run` here passes `--ebpf off`: these tests are about userspace, and must never attach
+//! anything to the host's root cgroup.
+use std::{
+    io::Write as _,
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use mcp_gateway_tests::process::gateway_bin;
+
+fn gateway(args: &[&str]) -> Command {
+    let mut cmd = Command::new(gateway_bin());
+    cmd.args(args).env_remove("RUST_LOG");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MCP_GATEWAY_") && key != "MCP_GATEWAY_BIN" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// `run` with the kernel layer off, plus `args`.
+fn run_cmd(args: &[&str]) -> Command {
+    let mut cmd = gateway(&["run", "--ebpf", "off"]);
+    cmd.args(args);
+    cmd
+}
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run mcp-gateway")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(addr: SocketAddr) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mcp-gateway-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(contents.as_bytes())
+        .unwrap();
+    path
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let out = output(&mut gateway(&["--help"]));
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["run", "check"] {
+        assert!(text.contains(sub), "{sub} missing from --help:\n{text}");
+    }
+}
+
+#[test]
+fn invalid_configuration_fails_at_start_naming_the_key() {
+    let unknown = temp_file(
+        "unknown.toml",
+        "upstream = \"http://127.0.0.1:9/mcp\"\nalowed_origins = []\n",
+    );
+    let bad_origin = temp_file(
+        "origin.toml",
+        "upstream = \"http://127.0.0.1:9/mcp\"\nallowed_origins = [\"http://x.test/path\"]\n",
+    );
+    let wildcard = temp_file(
+        "host.toml",
+        "upstream = \"http://127.0.0.1:9/mcp\"\nallowed_hosts = [\"*.example.com\"]\n",
+    );
+    let unknown = unknown.to_str().unwrap();
+    let bad_origin = bad_origin.to_str().unwrap();
+    let wildcard = wildcard.to_str().unwrap();
+    let cases: [(Vec<&str>, &str); 7] = [
+        (vec!["--config", unknown], "alowed_origins"),
+        (vec!["--config", bad_origin], "allowed_origins"),
+        (vec!["--config", wildcard], "allowed_hosts"),
+        (vec![], "upstream"),
+        (vec!["--upstream", "https://127.0.0.1:9/mcp"], "upstream"),
+        (
+            vec![
+                "--upstream",
+                "http://127.0.0.1:9/mcp",
+                "--listen",
+                "0.0.0.0:0",
+            ],
+            "loopback",
+        ),
+        (
+            vec![
+                "--upstream",
+                "http://127.0.0.1:9/mcp",
+                "--max-body-bytes",
+                "0",
+            ],
+            "max_body_bytes",
+        ),
+    ];
+    for (args, key) in cases {
+        let out = output(&mut run_cmd(&args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(
+            stderr.contains(key),
+            "{args:?}: error should name {key}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn non_loopback_listen_needs_the_flag_and_a_token() {
+    let token = temp_file("token", "s3cret\n");
+    let token = token.to_str().unwrap();
+    let base = [
+        "--upstream",
+        "http://127.0.0.1:9/mcp",
+        "--listen",
+        "0.0.0.0:0",
+    ];
+    for extra in [
+        vec!["--allow-non-loopback", "true"],
+        vec!["--auth-token-file", token],
+    ] {
+        let out = output(run_cmd(&base).args(&extra));
+        assert!(!out.status.success(), "{extra:?} alone was enough");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("not a loopback address"),
+            "{extra:?}: {stderr}"
+        );
+        assert!(!stderr.contains("s3cret"), "token leaked into the error");
+    }
+}
+
+#[test]
+fn flags_win_over_environment_which_wins_over_the_file() {
+    let (file_port, env_port, flag_port) = (free_port(), free_port(), free_port());
+    let file = temp_file(
+        "layers.toml",
+        &format!("upstream = \"http://127.0.0.1:9/mcp\"\nlisten = \"127.0.0.1:{file_port}\"\n"),
+    );
+    let file = file.to_str().unwrap();
+    let env_listen = format!("127.0.0.1:{env_port}");
+    let flag_listen = format!("127.0.0.1:{flag_port}");
+    let cases = [
+        (
+            Some(flag_listen.as_str()),
+            Some(env_listen.as_str()),
+            flag_port,
+        ),
+        (None, Some(env_listen.as_str()), env_port),
+        (None, None, file_port),
+    ];
+    for (flag, env, want) in cases {
+        let mut cmd = run_cmd(&["--config", file]);
+        if let Some(flag) = flag {
+            cmd.args(["--listen", flag]);
+        }
+        if let Some(env) = env {
+            cmd.env("MCP_GATEWAY_LISTEN", env);
+        }
+        let mut child = cmd.stderr(Stdio::null()).spawn().unwrap();
+        let up = wait_listening(SocketAddr::from(([127, 0, 0, 1], want)));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(up, "flag={flag:?} env={env:?}: not listening on {want}");
+    }
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = run_cmd(&["--upstream", "http://127.0.0.1:9/mcp", "--listen", &listen])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_listening(listen.parse().unwrap()));
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running after SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+}
