@@ -1,28 +1,326 @@
 //! mcp-gateway's kernel programs. Entry points are thin wrappers around `try_*` functions.
+//!
+//! - `mcp_ingress` (cgroup_skb ingress): a TCP packet to a protected local port whose source is
+//!   not loopback is dropped and counted by source address.
+//! - `mcp_bind4`/`mcp_bind6` (cgroup/bind*): a bind() of a protected port to a non-loopback
+//!   address is refused (EPERM) or moved to the family's loopback address, per the port's policy.
+//! - `mcp_connect4`/`mcp_connect6` (cgroup/connect*): a TCP connect() to an exclusive port on a
+//!   local address (loopback or unspecified) only from an allowed cgroup.
+//!
+//! Configuration lives in maps written by userspace; every map is keyed by host-order ports.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    macros::{cgroup_skb, map},
-    maps::PerCpuArray,
-    programs::SkBuffContext,
+    bindings::{BPF_NOEXIST, bpf_sock_addr},
+    helpers::bpf_get_current_cgroup_id,
+    macros::{cgroup_skb, cgroup_sock_addr, map},
+    maps::{HashMap, LruPerCpuHashMap, PerCpuArray},
+    programs::{SkBuffContext, SockAddrContext},
 };
-use gateway_common::SkbStat;
+use aya_log_ebpf::debug;
+use gateway_common::{
+    CounterKey, MAX_ALLOWED_CGROUPS, MAX_COUNTER_KEYS, MAX_PROTECTED_PORTS, PortPolicy, Reason,
+    SkbStat,
+};
 
-/// Verdicts of a `cgroup_skb` program.
+/// Verdicts of `cgroup_skb` and `cgroup/sock_addr` programs.
 const PASS: i32 = 1;
+const DROP: i32 = 0;
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+const SOCK_STREAM: u32 = 1;
 
 #[map(name = "SKB_STATS")]
 static SKB_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SkbStat::COUNT, 0);
 
+#[map(name = "PROTECTED_PORTS")]
+static PROTECTED_PORTS: HashMap<u16, PortPolicy> =
+    HashMap::with_max_entries(MAX_PROTECTED_PORTS, 0);
+
+#[map(name = "ALLOWED_CGROUPS")]
+static ALLOWED_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_ALLOWED_CGROUPS, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: LruPerCpuHashMap<CounterKey, u64> =
+    LruPerCpuHashMap::with_max_entries(MAX_COUNTER_KEYS, 0);
+
 #[cgroup_skb]
 pub fn mcp_ingress(ctx: SkBuffContext) -> i32 {
-    try_mcp_ingress(&ctx).unwrap_or(PASS)
+    // A packet the program can't read is one it can't judge: pass it (the socket-level hooks
+    // and the gateway still apply).
+    verdict(try_mcp_ingress(&ctx))
 }
 
-fn try_mcp_ingress(_ctx: &SkBuffContext) -> Result<i32, ()> {
+#[cgroup_sock_addr(bind4)]
+pub fn mcp_bind4(ctx: SockAddrContext) -> i32 {
+    verdict(try_mcp_bind4(&ctx))
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn mcp_bind6(ctx: SockAddrContext) -> i32 {
+    verdict(try_mcp_bind6(&ctx))
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn mcp_connect4(ctx: SockAddrContext) -> i32 {
+    verdict(try_mcp_connect4(&ctx))
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn mcp_connect6(ctx: SockAddrContext) -> i32 {
+    verdict(try_mcp_connect6(&ctx))
+}
+
+fn try_mcp_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
     bump(SkbStat::Seen);
-    Ok(PASS)
+    // cgroup_skb data starts at the network header.
+    let first: u8 = ctx.load(0)?;
+    let (source, tcp) = match first >> 4 {
+        4 => {
+            let proto: u8 = ctx.load(9)?;
+            let src: [u8; 4] = ctx.load(12)?;
+            (CounterKey::v4_mapped(src), proto == IPPROTO_TCP)
+        }
+        6 => {
+            let next: u8 = ctx.load(6)?;
+            let src: [u8; 16] = ctx.load(8)?;
+            // Anything but plain UDP/ICMPv6 may be TCP behind extension headers: judge it.
+            (src, next != IPPROTO_UDP && next != IPPROTO_ICMPV6)
+        }
+        _ => return Ok(PASS),
+    };
+    if !tcp || is_loopback(&source) {
+        return Ok(PASS);
+    }
+    // The receiving socket's local port, host byte order: the port the packet is for.
+    let port = ctx.skb.local_port() as u16;
+    let Some(policy) = policy(port) else {
+        return Ok(PASS);
+    };
+    if !policy.has(PortPolicy::LOOPBACK_ONLY) {
+        return Ok(PASS);
+    }
+    bump(SkbStat::Dropped);
+    count(CounterKey::new(Reason::NonLoopbackPacket, source, port));
+    debug!(
+        ctx,
+        "dropped a non-loopback packet to protected port {}", port
+    );
+    Ok(DROP)
+}
+
+fn try_mcp_bind4(ctx: &SockAddrContext) -> Result<i32, i64> {
+    let sa = ctx.sock_addr;
+    let port = user_port(sa);
+    let ip = read_u32(sa, core::mem::offset_of!(bpf_sock_addr, user_ip4)).to_ne_bytes();
+    let addr = CounterKey::v4_mapped(ip);
+    match bind_verdict(port, &addr) {
+        BindVerdict::Allow => Ok(PASS),
+        BindVerdict::Deny => {
+            count(CounterKey::new(Reason::BindDenied, addr, port));
+            debug!(
+                ctx,
+                "refused bind of protected port {} to a non-loopback IPv4 address", port
+            );
+            Ok(DROP)
+        }
+        BindVerdict::Rewrite => {
+            let loopback = u32::from_ne_bytes([127, 0, 0, 1]);
+            write_u32(sa, core::mem::offset_of!(bpf_sock_addr, user_ip4), loopback);
+            count(CounterKey::new(Reason::BindRewritten, addr, port));
+            debug!(ctx, "moved bind of protected port {} to 127.0.0.1", port);
+            Ok(PASS)
+        }
+    }
+}
+
+fn try_mcp_bind6(ctx: &SockAddrContext) -> Result<i32, i64> {
+    let sa = ctx.sock_addr;
+    let port = user_port(sa);
+    let addr = user_ip6(sa);
+    match bind_verdict(port, &addr) {
+        BindVerdict::Allow => Ok(PASS),
+        BindVerdict::Deny => {
+            count(CounterKey::new(Reason::BindDenied, addr, port));
+            debug!(
+                ctx,
+                "refused bind of protected port {} to a non-loopback IPv6 address", port
+            );
+            Ok(DROP)
+        }
+        BindVerdict::Rewrite => {
+            // A v4-mapped address stays IPv4 (::ffff:127.0.0.1); anything else becomes ::1.
+            let loopback = if is_v4_mapped(&addr) {
+                CounterKey::v4_mapped([127, 0, 0, 1])
+            } else {
+                let mut one = [0u8; 16];
+                one[15] = 1;
+                one
+            };
+            let base = core::mem::offset_of!(bpf_sock_addr, user_ip6);
+            let mut i = 0;
+            while i < 4 {
+                let word = [
+                    loopback[4 * i],
+                    loopback[4 * i + 1],
+                    loopback[4 * i + 2],
+                    loopback[4 * i + 3],
+                ];
+                write_u32(sa, base + 4 * i, u32::from_ne_bytes(word));
+                i += 1;
+            }
+            count(CounterKey::new(Reason::BindRewritten, addr, port));
+            debug!(ctx, "moved bind of protected port {} to loopback", port);
+            Ok(PASS)
+        }
+    }
+}
+
+fn try_mcp_connect4(ctx: &SockAddrContext) -> Result<i32, i64> {
+    let sa = ctx.sock_addr;
+    let ip = read_u32(sa, core::mem::offset_of!(bpf_sock_addr, user_ip4)).to_ne_bytes();
+    connect_verdict(ctx, CounterKey::v4_mapped(ip))
+}
+
+fn try_mcp_connect6(ctx: &SockAddrContext) -> Result<i32, i64> {
+    connect_verdict(ctx, user_ip6(ctx.sock_addr))
+}
+
+fn connect_verdict(ctx: &SockAddrContext, addr: [u8; 16]) -> Result<i32, i64> {
+    let sa = ctx.sock_addr;
+    if read_u32(sa, core::mem::offset_of!(bpf_sock_addr, type_)) != SOCK_STREAM {
+        return Ok(PASS);
+    }
+    // Only local destinations: a non-loopback local address is already cut off by the ingress
+    // program (the source would not be loopback), and remote hosts are none of our business.
+    if !is_loopback(&addr) && !is_unspecified(&addr) {
+        return Ok(PASS);
+    }
+    let port = user_port(sa);
+    let exclusive = policy(port).is_some_and(|p| p.has(PortPolicy::EXCLUSIVE));
+    if !exclusive {
+        return Ok(PASS);
+    }
+    // SAFETY: a helper without arguments, allowed in cgroup/connect programs (Linux 4.18).
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: the value is only checked for presence, never read through the pointer.
+    if unsafe { ALLOWED_CGROUPS.get(cgroup) }.is_some() {
+        return Ok(PASS);
+    }
+    count(CounterKey::new(Reason::ConnectDenied, addr, port));
+    debug!(
+        ctx,
+        "refused connect to exclusive port {} from cgroup {}", port, cgroup
+    );
+    Ok(DROP)
+}
+
+/// Only 0 or 1 may leave a program: the verifier must see the range, whatever `r` held.
+fn verdict(r: Result<i32, i64>) -> i32 {
+    match r {
+        Ok(DROP) => DROP,
+        _ => PASS,
+    }
+}
+
+enum BindVerdict {
+    Allow,
+    Deny,
+    Rewrite,
+}
+
+fn bind_verdict(port: u16, addr: &[u8; 16]) -> BindVerdict {
+    // Port 0 asks for an ephemeral port; loopback is what we want anyway.
+    if port == 0 || is_loopback(addr) {
+        return BindVerdict::Allow;
+    }
+    match policy(port) {
+        Some(p) if p.has(PortPolicy::BIND_REWRITE) => BindVerdict::Rewrite,
+        Some(p) if p.has(PortPolicy::BIND_DENY) => BindVerdict::Deny,
+        _ => BindVerdict::Allow,
+    }
+}
+
+fn policy(port: u16) -> Option<PortPolicy> {
+    // SAFETY: the value is copied out at once; userspace only replaces whole values.
+    unsafe { PROTECTED_PORTS.get(port) }.copied()
+}
+
+/// 127.0.0.0/8 (as v4-mapped), ::1.
+fn is_loopback(addr: &[u8; 16]) -> bool {
+    if is_v4_mapped(addr) {
+        return addr[12] == 127;
+    }
+    let mut i = 0;
+    while i < 15 {
+        if addr[i] != 0 {
+            return false;
+        }
+        i += 1;
+    }
+    addr[15] == 1
+}
+
+/// `::ffff:0:0/96`.
+fn is_v4_mapped(addr: &[u8; 16]) -> bool {
+    let mut i = 0;
+    while i < 10 {
+        if addr[i] != 0 {
+            return false;
+        }
+        i += 1;
+    }
+    addr[10] == 0xff && addr[11] == 0xff
+}
+
+/// `::` or `::ffff:0.0.0.0` (connecting to it reaches the local host).
+fn is_unspecified(addr: &[u8; 16]) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        // ::ffff:0.0.0.0 differs from :: only in bytes 10 and 11.
+        if addr[i] != 0 && !(is_v4_mapped(addr) && (i == 10 || i == 11)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The `user_port` field: a network-order port in the low 16 bits.
+fn user_port(sa: *mut bpf_sock_addr) -> u16 {
+    u16::from_be(read_u32(sa, core::mem::offset_of!(bpf_sock_addr, user_port)) as u16)
+}
+
+/// The `user_ip6` field as 16 network-order bytes, read 4 bytes at a time as the verifier wants.
+fn user_ip6(sa: *mut bpf_sock_addr) -> [u8; 16] {
+    let base = core::mem::offset_of!(bpf_sock_addr, user_ip6);
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let word = read_u32(sa, base + 4 * i).to_ne_bytes();
+        out[4 * i] = word[0];
+        out[4 * i + 1] = word[1];
+        out[4 * i + 2] = word[2];
+        out[4 * i + 3] = word[3];
+        i += 1;
+    }
+    out
+}
+
+/// One 4-byte load from the context (the verifier rewrites context accesses by size).
+fn read_u32(sa: *mut bpf_sock_addr, offset: usize) -> u32 {
+    // SAFETY: `sa` is the program's context and every offset used is a 4-byte field of
+    // `bpf_sock_addr`; a volatile read keeps the access exactly 4 bytes wide.
+    unsafe { core::ptr::read_volatile(sa.cast::<u8>().add(offset).cast::<u32>()) }
+}
+
+/// One 4-byte store into a writable context field (`user_ip4`, `user_ip6[i]`).
+fn write_u32(sa: *mut bpf_sock_addr, offset: usize, value: u32) {
+    // SAFETY: as in `read_u32`; bind programs may write `user_ip4` and `user_ip6`.
+    unsafe { core::ptr::write_volatile(sa.cast::<u8>().add(offset).cast::<u32>(), value) }
 }
 
 /// Adds one to a stat slot. The map is per-CPU, so no two programs write the same slot at once
@@ -32,6 +330,22 @@ fn bump(stat: SkbStat) {
         // SAFETY: the pointer comes from the map lookup and stays valid for this program run;
         // this CPU's slot has no other writer meanwhile.
         unsafe { *slot += 1 };
+    }
+}
+
+/// Adds one to this CPU's value of a `COUNTERS` key, creating it at 1.
+fn count(key: CounterKey) {
+    if let Some(value) = COUNTERS.get_ptr_mut(key) {
+        // SAFETY: as in `bump`: this CPU's copy, valid for this run, no other writer.
+        unsafe { *value += 1 };
+        return;
+    }
+    if COUNTERS.insert(key, 1, u64::from(BPF_NOEXIST)).is_err() {
+        // Another CPU created the key meanwhile; this CPU's copy starts at 0.
+        if let Some(value) = COUNTERS.get_ptr_mut(key) {
+            // SAFETY: as above.
+            unsafe { *value += 1 };
+        }
     }
 }
 

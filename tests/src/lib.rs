@@ -4,6 +4,7 @@
 //! `cargo xtask test` runs them when it has root, CAP_BPF and cgroup v2. A privileged test run
 //! without those fails with the reason instead of passing.
 pub mod cgroup;
+pub mod netns;
 pub mod client;
 pub mod gateway;
 pub mod process;

@@ -1,44 +1,96 @@
-//! The kernel half: the eBPF object built from `gateway-ebpf` and embedded in this binary.
-use std::{fs::File, path::Path};
+//! The kernel half: the eBPF object built from `gateway-ebpf` and embedded in this binary, and
+//! its lifecycle (load, attach, pin, take over, detach).
+//!
+//! - [`system`]: host facts (mounts, kernel, capabilities, cgroups).
+//! - [`policy`]: what is enforced ([`policy::Plan`]) and writing it into the config maps.
+//! - [`enforce`]: loading, attaching and pinning; [`enforce::Enforcement`].
+//! - [`pins`]: the pin directory layout; removing everything (`detach`).
+//! - [`counters`]: reading the event counters.
+//! - [`logs`]: forwarding the programs' logs to `tracing`.
+//! - [`doctor`]: what is missing for enforcement, with fixes.
+//! - [`sys`]: bpf(2) commands aya doesn't expose.
+pub mod counters;
+pub mod doctor;
+pub mod enforce;
+pub mod logs;
+pub mod pins;
+pub mod policy;
+pub mod sys;
+pub mod system;
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf,
     maps::PerCpuArray,
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, cgroup_skb::CgroupSkbLink},
 };
+pub use enforce::{Enforcement, Options, Status, enforce};
 use gateway_common::{SkbStat, map, program};
 
 /// The eBPF object, compiled by `build.rs` from `gateway-ebpf` on every build.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway"));
 
-/// Errors from loading and attaching the kernel programs.
+/// Errors from loading, attaching and pinning the kernel programs.
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
-    #[error("loading the embedded eBPF object failed (needs CAP_BPF; try `mcp-gateway doctor`)")]
+    #[error(
+        "loading the embedded eBPF object failed (needs CAP_BPF and CAP_NET_ADMIN; run `mcp-gateway doctor`): {0}"
+    )]
     Load(#[from] aya::EbpfError),
-    #[error("the embedded eBPF object has no {kind} named `{name}`")]
+    #[error("the embedded eBPF object has no {kind} named `{name}` (a build problem; rebuild)")]
     Missing {
         kind: &'static str,
         name: &'static str,
     },
-    #[error("opening cgroup {path}: {source}")]
+    #[error(
+        "opening cgroup {path}: {source} (pass --cgroup with a directory under the cgroup-v2 mount)"
+    )]
     Cgroup {
         path: String,
         source: std::io::Error,
     },
-    #[error("loading or attaching program `{name}`: {source}")]
+    #[error("loading or attaching program `{name}`: {source} (run `mcp-gateway doctor`)")]
     Program {
         name: &'static str,
         source: aya::programs::ProgramError,
     },
-    #[error("reading map `{name}`: {source}")]
+    #[error("program `{name}` is not attached through a bpf_link (needs Linux 5.7+): {source}")]
+    Link {
+        name: &'static str,
+        source: aya::programs::links::LinkError,
+    },
+    #[error("pinning {path}: {source} (is the pin directory on bpffs and writable?)")]
+    Pin {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("reading or writing map `{name}`: {source}")]
     Map {
         name: &'static str,
         source: aya::maps::MapError,
     },
+    #[error(
+        "mounting bpffs at /sys/fs/bpf failed: {0} (mount it yourself: `mount -t bpf bpf /sys/fs/bpf`, or grant CAP_SYS_ADMIN)"
+    )]
+    MountBpffs(std::io::Error),
+    #[error(
+        "pin directory {dir} is not on a bpf filesystem; choose --pin-dir under /sys/fs/bpf or mount one there (`mount -t bpf bpf DIR`)"
+    )]
+    NotBpffs { dir: PathBuf },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
-/// Loads the embedded object into the kernel (programs are verified but not attached).
+/// Loads the embedded object into the kernel (programs are verified but not attached; maps are
+/// fresh, not pinned).
 pub fn load() -> Result<Ebpf, EbpfError> {
     Ok(Ebpf::load(OBJECT)?)
 }

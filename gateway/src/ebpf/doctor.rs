@@ -1,0 +1,150 @@
+//! `mcp-gateway doctor`: what kernel enforcement needs, what is missing, and the fix for each.
+use std::path::Path;
+
+use super::{pins, system};
+
+/// One line of the report.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    /// Whether enforcement can't work without it (else it's advice).
+    pub required: bool,
+    pub detail: String,
+    /// What to do when not ok.
+    pub fix: Option<String>,
+}
+
+fn check(name: &'static str, ok: bool, required: bool, detail: String, fix: &str) -> Check {
+    Check {
+        name,
+        ok,
+        required,
+        detail,
+        fix: (!ok).then(|| fix.to_owned()),
+    }
+}
+
+/// Runs every check. `pin_dir` is where to look for programs already in force.
+pub fn run(pin_dir: &Path) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let (min_major, min_minor) = system::MIN_KERNEL;
+    let version = system::kernel_version();
+    checks.push(check(
+        "kernel",
+        version.is_some_and(|v| v >= system::MIN_KERNEL),
+        true,
+        format!(
+            "Linux {} (needs {min_major}.{min_minor}+)",
+            system::kernel_release()
+        ),
+        "upgrade to Linux 5.8 or newer (bpf_link for cgroups, BPF ring buffer, CAP_BPF)",
+    ));
+    checks.push(check(
+        "btf",
+        system::has_btf(),
+        false,
+        "/sys/kernel/btf/vmlinux".to_owned(),
+        "optional: build the kernel with CONFIG_DEBUG_INFO_BTF=y (helps bpftool and debugging; \
+         the gateway's programs don't need it)",
+    ));
+    let cgroup2 = system::cgroup2_mount();
+    checks.push(check(
+        "cgroup v2",
+        cgroup2.is_some(),
+        true,
+        cgroup2.as_ref().map_or_else(
+            || "no cgroup2 mount in /proc/mounts".to_owned(),
+            |p| format!("mounted at {}", p.display()),
+        ),
+        "mount it (`mount -t cgroup2 none /sys/fs/cgroup/unified`) or boot with \
+         systemd.unified_cgroup_hierarchy=1",
+    ));
+    let bpffs = system::on_bpffs(Path::new(system::BPFFS));
+    checks.push(check(
+        "bpffs",
+        bpffs || system::has_cap(system::CAP_SYS_ADMIN),
+        true,
+        if bpffs {
+            format!("mounted at {}", system::BPFFS)
+        } else {
+            format!(
+                "not mounted at {} (the gateway mounts it when it has CAP_SYS_ADMIN)",
+                system::BPFFS
+            )
+        },
+        "`mount -t bpf bpf /sys/fs/bpf` (or add it to /etc/fstab), or grant CAP_SYS_ADMIN",
+    ));
+    for cap in [
+        system::CAP_BPF,
+        system::CAP_NET_ADMIN,
+        system::CAP_SYS_ADMIN,
+    ] {
+        let has = system::has_cap(cap)
+            || (cap == system::CAP_BPF && system::has_cap(system::CAP_SYS_ADMIN));
+        let required = cap != system::CAP_SYS_ADMIN || !bpffs;
+        checks.push(check(
+            cap.name,
+            has,
+            required,
+            format!("to {}", cap.why),
+            "run as root, or grant it (systemd: AmbientCapabilities=CAP_BPF CAP_NET_ADMIN \
+             CAP_SYS_ADMIN)",
+        ));
+    }
+    checks.push(attached(pin_dir, cgroup2.as_deref()));
+    checks
+}
+
+/// Whether programs are pinned in `pin_dir`, on which cgroups.
+fn attached(pin_dir: &Path, mount: Option<&Path>) -> Check {
+    let found = match pins::inventory(pin_dir) {
+        Ok(found) => found,
+        Err(e) => {
+            return check(
+                "attached",
+                false,
+                false,
+                format!("reading {}: {e}", pin_dir.display()),
+                "run doctor as root to see the pins",
+            );
+        }
+    };
+    if found.links.is_empty() {
+        return check(
+            "attached",
+            false,
+            false,
+            format!("no programs pinned in {}", pin_dir.display()),
+            "start `mcp-gateway run` (with --ebpf auto or required) to attach them",
+        );
+    }
+    let mut lines = Vec::new();
+    for link in &found.links {
+        let place = mount
+            .and_then(|m| system::find_cgroup_by_id(m, link.cgroup_id))
+            .map_or_else(
+                || format!("cgroup id {} (not found; removed?)", link.cgroup_id),
+                |p| p.display().to_string(),
+            );
+        lines.push(format!("{} on {place}", link.program));
+    }
+    check(
+        "attached",
+        true,
+        false,
+        format!(
+            "{} link(s), {} map(s) pinned in {}: {}",
+            found.links.len(),
+            found.maps.len(),
+            pin_dir.display(),
+            lines.join(", ")
+        ),
+        "",
+    )
+}
+
+/// Whether every required check passed.
+pub fn healthy(checks: &[Check]) -> bool {
+    checks.iter().all(|c| c.ok || !c.required)
+}
