@@ -167,6 +167,8 @@ pub struct Settings {
 pub struct Upstream {
     /// `host:port`, also sent as the upstream `Host`.
     pub authority: String,
+    /// The upstream's port: protected by the kernel layer.
+    pub port: u16,
     /// The MCP endpoint path from the upstream URL (`/mcp`). Paths pass through unchanged; this
     /// one is shown in the start-up message as the URL clients should use.
     pub path: String,
@@ -321,6 +323,7 @@ fn parse_upstream(value: &str) -> Result<Upstream, ConfigError> {
     }
     Ok(Upstream {
         authority: format!("{}:{port}", authority.host()),
+        port,
         path: uri.path().to_owned(),
     })
 }

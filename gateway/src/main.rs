@@ -2,13 +2,15 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use mcp_gateway::cli::{Cli, Command, check};
+use mcp_gateway::cli::{Cli, Command, check, kernel};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run(args) => mcp_gateway::run::run(args),
         Command::Check(args) => check::run(args),
+        Command::Detach(args) => kernel::detach(args).map(|()| ExitCode::SUCCESS),
+        Command::Doctor(args) => kernel::doctor(args),
     };
     result.unwrap_or_else(|err| {
         eprintln!("mcp-gateway: error: {err:#}");

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::{
+    cli::kernel,
     config::{LogFormat, RunArgs, Settings},
     policy::{Policy, PolicySettings},
     proxy::{self, Gateway},
@@ -30,7 +31,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 /// Logs go to stderr; `RUST_LOG` overrides the default `info` level.
 pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: log files and tests get plain `key=value` fields.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -60,7 +66,9 @@ async fn serve(args: &RunArgs, settings: Settings) -> anyhow::Result<()> {
     })?;
     let listen = listener.local_addr()?;
     let policy = Policy::new(&PolicySettings { listen, ..policy })?;
-    let _ = args;
+    // Before any upstream connection: with --exclusive-upstream this moves us into our own
+    // cgroup, the one allowed to connect. Held until exit; the pins keep enforcing after it.
+    let _enforcement = kernel::start(&args.ebpf, upstream.port, listen)?;
 
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;

@@ -69,6 +69,7 @@ impl TestGateway {
             policy,
             Upstream {
                 authority: upstream.to_string(),
+                port: upstream.port(),
                 path: "/mcp".into(),
             },
             opts.auth_token.map(|t| Token(t.as_bytes().to_vec())),

@@ -4,9 +4,9 @@
 //! `cargo xtask test` runs them when it has root, CAP_BPF and cgroup v2. A privileged test run
 //! without those fails with the reason instead of passing.
 pub mod cgroup;
-pub mod netns;
 pub mod client;
 pub mod gateway;
+pub mod netns;
 pub mod process;
 pub mod upstream;
 

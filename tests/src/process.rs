@@ -3,12 +3,16 @@ use std::{
     io::{BufRead as _, BufReader},
     path::PathBuf,
     process::{Child, ChildStdout, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
 };
 
 /// A running child, killed on drop.
 pub struct ChildGuard {
     child: Child,
     stdout: BufReader<ChildStdout>,
+    /// Lines of stderr, when captured (`spawn_logged`).
+    stderr: Option<mpsc::Receiver<String>>,
 }
 
 impl ChildGuard {
@@ -20,7 +24,42 @@ impl ChildGuard {
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        Self { child, stdout }
+        Self {
+            child,
+            stdout,
+            stderr: None,
+        }
+    }
+
+    /// Like `spawn`, also capturing stderr line by line (for `wait_for_log`).
+    pub fn spawn_logged(cmd: &mut Command) -> Self {
+        let mut guard = Self::spawn(cmd.stderr(Stdio::piped()));
+        let stderr = guard.child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("  child: {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        guard.stderr = Some(rx);
+        guard
+    }
+
+    /// Waits (up to `timeout`) for a stderr line containing `needle` and returns it.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let rx = self.stderr.as_ref().expect("spawned with spawn_logged");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line containing {needle:?} within {timeout:?}"),
+            }
+        }
     }
 
     /// The next line the child printed (without the newline).

@@ -1,6 +1,8 @@
-//! Kernel enforcement end to end: the gateway's kernel layer (the `enforcer` helper, which runs
-//! `cli::kernel::start` exactly as `mcp-gateway run` does) on a cgroup of the test's own, a
-//! server namespace, and a "remote host" namespace joined to it by a veth pair.
+//! Kernel enforcement end to end on a cgroup of the test's own, a server namespace, and a
+//! "remote host" namespace joined to it by a veth pair. The program tests drive the kernel layer
+//! through the `enforcer` helper (it runs `cli::kernel::start` exactly as `mcp-gateway run`
+//! does, and reports what it attached); the lifecycle tests (crash, detach, missing privileges)
+//! run the real `mcp-gateway` binary.
 //!
 //! Every test checks its setup before enforcement (the remote host reaches the port, the bind
 //! works...), so it fails when the protection is absent.
@@ -9,6 +11,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
 };
 
 use gateway_common::Reason;
@@ -16,7 +19,7 @@ use mcp_gateway::ebpf::{counters, pins, sys};
 use mcp_gateway_tests::{
     cgroup::TestCgroup,
     netns::{HostPair, NetnsGuard, REMOTE_V4, REMOTE_V6, SERVER_V4, SERVER_V6},
-    process::{ChildGuard, netprobe},
+    process::{ChildGuard, gateway_bin, netprobe},
     require_privileges,
 };
 
@@ -99,6 +102,31 @@ fn enforce(cgroup: &TestCgroup, pins: &PinDir, extra: &[&str]) -> (ChildGuard, S
     let line = child.read_line();
     assert!(line.starts_with("enforcing "), "enforcer said: {line}");
     (child, line)
+}
+
+/// The real `mcp-gateway run` (upstream port 18000, listen 127.0.0.1:18787) enforcing on the
+/// test's cgroup with the test's pin dir.
+fn gateway_cmd(cgroup: &TestCgroup, pins: &PinDir, ebpf: &str) -> Command {
+    let mut cmd = Command::new(gateway_bin());
+    cmd.env("RUST_LOG", "info");
+    cmd.args([
+        "run",
+        "--upstream",
+        "http://127.0.0.1:18000/mcp",
+        "--listen",
+        LISTEN,
+    ]);
+    cmd.args(["--ebpf", ebpf]);
+    cmd.arg("--cgroup").arg(cgroup.path());
+    cmd.arg("--pin-dir").arg(pins.path());
+    cmd
+}
+
+/// Starts the real gateway with `--ebpf required`; returns it and its "in force" log line.
+fn start_gateway(cgroup: &TestCgroup, pins: &PinDir) -> (ChildGuard, String) {
+    let mut gateway = ChildGuard::spawn_logged(&mut gateway_cmd(cgroup, pins, "required"));
+    let line = gateway.wait_for_log("kernel enforcement in force", Duration::from_secs(30));
+    (gateway, line)
 }
 
 /// A listener in `cgroup` and `ns`.
@@ -397,8 +425,11 @@ fn enforcement_survives_sigkill_and_a_restart_takes_over_its_pins() {
     let remote_upstream = format!("{SERVER_V4}:{UPSTREAM}");
     assert_eq!(connect(&hosts.remote, &remote_upstream), "ok", "setup");
 
-    let (gateway, line) = enforce(&cgroup, &pins, &[]);
-    assert!(line.starts_with("enforcing reused=0 new=5"), "{line}");
+    let (gateway, line) = start_gateway(&cgroup, &pins);
+    assert!(
+        line.contains("taken_over=0") && line.contains("attached=5"),
+        "{line}"
+    );
     assert_eq!(connect(&hosts.remote, &remote_upstream), "timeout");
     // SAFETY: signalling our own child, which the guard then reaps.
     assert_eq!(unsafe { libc::kill(gateway.id() as i32, libc::SIGKILL) }, 0);
@@ -414,8 +445,11 @@ fn enforcement_survives_sigkill_and_a_restart_takes_over_its_pins() {
     assert_eq!(counted, 2, "counters kept in the pinned map");
 
     // A restart reuses the five pinned links instead of attaching again.
-    let (_gateway, line) = enforce(&cgroup, &pins, &[]);
-    assert!(line.starts_with("enforcing reused=5 new=0"), "{line}");
+    let (_gateway, line) = start_gateway(&cgroup, &pins);
+    assert!(
+        line.contains("taken_over=5") && line.contains("attached=0"),
+        "{line}"
+    );
     let attached = sys::attached_programs(cgroup.path()).expect("query the cgroup");
     assert_eq!(attached.len(), 5, "attached twice? {attached:?}");
     assert_eq!(connect(&hosts.remote, &remote_upstream), "timeout");
@@ -434,7 +468,7 @@ fn detach_removes_every_link_and_pin() {
     let pins = PinDir::new("detach");
     let _upstream = listen(cgroup.path(), &hosts.server, "0.0.0.0:18000");
     let remote_upstream = format!("{SERVER_V4}:{UPSTREAM}");
-    let (_gateway, _) = enforce(&cgroup, &pins, &[]);
+    let (_gateway, _) = start_gateway(&cgroup, &pins);
     assert_eq!(
         sys::attached_programs(cgroup.path()).expect("query").len(),
         5
@@ -442,7 +476,7 @@ fn detach_removes_every_link_and_pin() {
     assert_eq!(connect(&hosts.remote, &remote_upstream), "timeout");
 
     // Detach while the gateway still runs (and holds the links): they go anyway.
-    let out = Command::new(enforcer_bin())
+    let out = Command::new(gateway_bin())
         .arg("detach")
         .arg("--pin-dir")
         .arg(pins.path())
@@ -477,29 +511,20 @@ fn ebpf_required_without_privileges_fails_and_auto_warns() {
     require_privileges();
     let cgroup = TestCgroup::new("unpriv");
     let pins = PinDir::new("unpriv");
-    let run = |mode: &str| {
-        Command::new("setpriv")
-            .args(["--inh-caps=-all", "--bounding-set=-all", "--"])
-            .arg(enforcer_bin())
-            .args([
-                "run",
-                "--ebpf",
-                mode,
-                "--upstream-port",
-                "18000",
-                "--listen",
-                LISTEN,
-            ])
-            .arg("--cgroup")
-            .arg(cgroup.path())
-            .arg("--pin-dir")
-            .arg(pins.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("running setpriv (util-linux)")
+    // The real binary with every capability dropped (util-linux setpriv).
+    let unprivileged = |ebpf: &str| {
+        let gateway = gateway_cmd(&cgroup, &pins, ebpf);
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--inh-caps=-all", "--bounding-set=-all", "--"])
+            .arg(gateway.get_program())
+            .args(gateway.get_args());
+        cmd
     };
 
-    let out = run("required");
+    let out = unprivileged("required")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running setpriv (util-linux)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -512,17 +537,14 @@ fn ebpf_required_without_privileges_fails_and_auto_warns() {
         "unexpected error: {stderr}"
     );
 
-    let out = run("auto");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "--ebpf auto failed: {stderr}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "userspace-only"
+    // auto: warns loudly, then serves userspace-only.
+    let mut gateway = ChildGuard::spawn_logged(&mut unprivileged("auto"));
+    gateway.wait_for_log(
+        "KERNEL ENFORCEMENT IS OFF: missing CAP_BPF",
+        Duration::from_secs(30),
     );
-    assert!(
-        stderr.contains("KERNEL ENFORCEMENT IS OFF: missing CAP_BPF"),
-        "{stderr}"
-    );
+    gateway.wait_for_log("mcp-gateway listening on", Duration::from_secs(30));
+    drop(gateway);
     assert!(
         sys::attached_programs(cgroup.path())
             .expect("query")

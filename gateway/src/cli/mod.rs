@@ -18,4 +18,8 @@ pub enum Command {
     Run(Box<crate::config::RunArgs>),
     /// Explain how the Host/Origin policy decides a request.
     Check(check::CheckArgs),
+    /// Remove every eBPF program and map the gateway attached or pinned.
+    Detach(kernel::DetachArgs),
+    /// Check what kernel enforcement needs on this host, and what is in force.
+    Doctor(kernel::DoctorArgs),
 }
