@@ -51,3 +51,34 @@ fn show(cmd: &Command) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// Installs the Debian packages whose commands are missing, given as (command, package) pairs.
+/// Needs root; otherwise fails with the command to run.
+pub fn ensure_apt(needs: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|(command, _)| {
+            output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_none()
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing packages: run `sudo apt-get install {}`",
+            missing.join(" ")
+        );
+    }
+    // Wait for a dpkg lock held by another installer instead of failing at once.
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["-o", "DPkg::Lock::Timeout=600"])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    run(&mut apt(&["update"]))?;
+    run(apt(&["install", "-y", "--no-install-recommends"]).args(&missing))
+}

@@ -1,4 +1,5 @@
-//! Project chores: `cargo xtask setup | run | test | lint`.
+//! Project chores: `cargo xtask setup | run | test | bench | lint`.
+mod bench;
 mod cmd;
 mod run;
 mod setup;
@@ -30,6 +31,15 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure the gateway against direct access and an nginx reverse proxy (wrk; ratios).
+    Bench {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 32)]
+        connections: u32,
+    },
     /// Check formatting (nightly rustfmt) and run clippy with -D warnings, the eBPF crate on its
     /// own target.
     Lint,
@@ -40,6 +50,10 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::setup().map(drop),
         Task::Run { args } => run::run(&args),
         Task::Test { args } => test::test(&args),
+        Task::Bench {
+            seconds,
+            connections,
+        } => bench::bench(seconds, connections),
         Task::Lint => test::lint(),
     }
 }

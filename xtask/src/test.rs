@@ -5,6 +5,15 @@ use anyhow::bail;
 
 use crate::{cmd, run::target_dir, setup};
 
+/// (command, Debian package) the integration tests need.
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+    ("chromium", "chromium"),
+    ("ip", "iproute2"),
+    ("setpriv", "util-linux"),
+];
+
 /// Set (to 1) where the privileged tests must run, as in CI: their absence is then an error.
 const REQUIRE_PRIVILEGED: &str = "MCP_GATEWAY_REQUIRE_PRIVILEGED";
 
@@ -18,6 +27,14 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
             .env("PATH", &path),
     )?;
     let bin = target_dir().join("debug").join("mcp-gateway");
+
+    // System tools the tests drive: Prometheus and promtool (metrics tests), Chromium (the
+    // browser attack). Installed here, once, rather than by tests racing for the dpkg lock.
+    if cmd::is_root() {
+        cmd::ensure_apt(TEST_PACKAGES)?;
+    } else {
+        eprintln!("xtask: not root: not installing test packages; tests that need them say so");
+    }
 
     let privileged = privileges();
     if let Err(reason) = &privileged {

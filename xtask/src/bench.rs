@@ -1,0 +1,215 @@
+//! `cargo xtask bench`: the gateway's cost, as ratios measured in one run.
+//!
+//! One nginx serves a fixed MCP-sized JSON answer (the upstream). wrk drives the same POST
+//! three ways, one after another: straight to the upstream, through `mcp-gateway` (release,
+//! `--ebpf off`), and through an nginx reverse proxy as the reference proxy. Absolute numbers on
+//! a shared machine are noise; the ratios within one run are the result.
+use std::{
+    fs,
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{cmd, run::target_dir, setup};
+
+const BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
+const ANSWER: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","description":"Echo the input","inputSchema":{"type":"object"}}]}}"#;
+
+/// A child killed (with its process group) on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Result {
+    name: &'static str,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+pub fn bench(seconds: u32, connections: u32) -> anyhow::Result<()> {
+    let tools = setup::setup()?;
+    cmd::ensure_apt(&[("nginx", "nginx"), ("wrk", "wrk")])?;
+    cmd::run(
+        cmd::cargo()
+            .args([
+                "build",
+                "--release",
+                "--package",
+                "gateway",
+                "--bin",
+                "mcp-gateway",
+            ])
+            .env("PATH", tools.path()?),
+    )?;
+    let gateway_bin = target_dir().join("release").join("mcp-gateway");
+
+    let dir = std::env::temp_dir().join(format!("mcp-gateway-bench-{}", std::process::id()));
+    fs::create_dir_all(dir.join("logs"))?;
+    let (up, proxy, gw) = (free_port()?, free_port()?, free_port()?);
+    fs::write(dir.join("nginx.conf"), nginx_conf(up, proxy))?;
+    fs::write(dir.join("post.lua"), wrk_script())?;
+
+    let _nginx = Guard(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .args(["-c", "nginx.conf", "-g", "daemon off;"])
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting nginx")?,
+    );
+    let _gateway = Guard(
+        Command::new(&gateway_bin)
+            .args(["run", "--ebpf", "off", "--upstream"])
+            .arg(format!("http://127.0.0.1:{up}/mcp"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{gw}"))
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .context("starting mcp-gateway")?,
+    );
+    for port in [up, proxy, gw] {
+        wait_listening(port)?;
+    }
+
+    let mut results = Vec::new();
+    for (name, port) in [("direct", up), ("mcp-gateway", gw), ("nginx proxy", proxy)] {
+        eprintln!("xtask: bench {name}: {seconds}s, {connections} connections");
+        results.push(wrk(name, port, seconds, connections, &dir)?);
+    }
+    let _ = fs::remove_dir_all(&dir);
+
+    println!(
+        "\n{:<12} {:>10} {:>9} {:>9}",
+        "target", "req/s", "p50 ms", "p99 ms"
+    );
+    for r in &results {
+        println!(
+            "{:<12} {:>10.0} {:>9.3} {:>9.3}",
+            r.name, r.rps, r.p50_ms, r.p99_ms
+        );
+    }
+    let (direct, gateway, nginx) = (&results[0], &results[1], &results[2]);
+    println!(
+        "\nthroughput: gateway/direct = {:.2}, gateway/nginx = {:.2}",
+        gateway.rps / direct.rps,
+        gateway.rps / nginx.rps
+    );
+    println!(
+        "p50 latency: gateway/direct = {:.2}, gateway/nginx = {:.2}",
+        gateway.p50_ms / direct.p50_ms,
+        gateway.p50_ms / nginx.p50_ms
+    );
+    Ok(())
+}
+
+fn nginx_conf(up: u16, proxy: u16) -> String {
+    format!(
+        r#"worker_processes 1;
+pid nginx.pid;
+error_log logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path /tmp;
+    proxy_temp_path /tmp;
+    upstream mcp {{ server 127.0.0.1:{up}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{up};
+        location / {{
+            default_type application/json;
+            return 200 '{ANSWER}';
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{proxy};
+        location / {{
+            proxy_pass http://mcp;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"#
+    )
+}
+
+fn wrk_script() -> String {
+    format!(
+        "wrk.method = \"POST\"\nwrk.body = '{BODY}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+         wrk.headers[\"Accept\"] = \"application/json, text/event-stream\"\n\
+         done = function(summary, latency, requests)\n\
+         io.write(string.format(\"RESULT %f %f %f\\n\", summary.requests / (summary.duration / 1e6), \
+         latency:percentile(50) / 1000, latency:percentile(99) / 1000))\nend\n"
+    )
+}
+
+fn wrk(
+    name: &'static str,
+    port: u16,
+    seconds: u32,
+    connections: u32,
+    dir: &Path,
+) -> anyhow::Result<Result> {
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            "1",
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+        ])
+        .arg("-s")
+        .arg(dir.join("post.lua"))
+        .arg(format!("http://127.0.0.1:{port}/mcp"))
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("Non-2xx") {
+        bail!("{name}: some answers were not 2xx:\n{text}");
+    }
+    let fields: Vec<f64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .with_context(|| format!("{name}: no result from wrk:\n{text}"))?
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [rps, p50_ms, p99_ms] = fields[..] else {
+        bail!("{name}: unexpected wrk result: {text}");
+    };
+    Ok(Result {
+        name,
+        rps,
+        p50_ms,
+        p99_ms,
+    })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_listening(port: u16) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after 20s")
+}
