@@ -6,7 +6,7 @@
 
 /// Version of the map layouts below. Pinned maps are named with it, so a gateway whose layouts
 /// changed never reuses maps pinned by an older one.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Names of the programs in the embedded eBPF object.
 pub mod program {
@@ -44,10 +44,15 @@ pub mod map {
 pub const MAX_PROTECTED_PORTS: u32 = 64;
 /// Capacity of `ALLOWED_CGROUPS`.
 pub const MAX_ALLOWED_CGROUPS: u32 = 64;
-/// Capacity of `COUNTERS`: distinct (reason, address, port) keys kept. The map is LRU: when it is
-/// full the least recently bumped key is evicted, so a flood of spoofed sources can't stop new
-/// events from being counted (old ones may be forgotten).
+/// Capacity of `COUNTERS`: distinct (reason, origin) keys kept, kernel and HTTP together. The map
+/// is LRU: when it is full the least recently bumped key is evicted, so a flood of spoofed
+/// sources or hostile origins can't stop new events from being counted (old ones may be
+/// forgotten). About 4096 × (136-byte key + 8 bytes per possible CPU + kernel overhead).
 pub const MAX_COUNTER_KEYS: u32 = 4096;
+
+/// Bytes of origin text a [`CounterKey`] holds. The gateway's sanitiser already cuts values to
+/// 128 printable ASCII chars, so nothing it produces is cut again.
+pub const COUNTER_TEXT_LEN: usize = 128;
 
 /// Slots of the `SKB_STATS` array.
 #[repr(u32)]
@@ -87,10 +92,12 @@ impl PortPolicy {
     }
 }
 
-/// Why an event was counted. Stored as `u32` in [`CounterKey::reason`]; the list grows (the
-/// userspace gateway's HTTP reasons will share the map), so readers must accept unknown values.
+/// Why an event was counted. Stored as `u32` in [`CounterKey::reason`]. Kernel reasons are only
+/// ever written by the eBPF programs and HTTP reasons only by the gateway, so the two writers
+/// never touch the same key. Readers must accept unknown values (a newer writer may share the
+/// map).
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Reason {
     /// A TCP packet to a protected port from a non-loopback source was dropped.
@@ -101,56 +108,162 @@ pub enum Reason {
     BindRewritten = 3,
     /// A connect() to an exclusive port from a cgroup that isn't allowed was refused.
     ConnectDenied = 4,
+    /// HTTP: the `Origin` header was not allowed.
+    Origin = 5,
+    /// HTTP: the `Host` header (or the request target) was not allowed.
+    Host = 6,
+    /// HTTP: `Sec-Fetch-Site` said cross-site without an allowed Origin (strict mode).
+    FetchMetadata = 7,
+    /// HTTP: the bearer token was missing or wrong.
+    Auth = 8,
 }
 
 impl Reason {
+    /// Every reason this build knows, kernel ones first.
+    pub const ALL: [Self; 8] = [
+        Self::NonLoopbackPacket,
+        Self::BindDenied,
+        Self::BindRewritten,
+        Self::ConnectDenied,
+        Self::Origin,
+        Self::Host,
+        Self::FetchMetadata,
+        Self::Auth,
+    ];
+
     pub const fn from_u32(value: u32) -> Option<Self> {
         Some(match value {
             1 => Self::NonLoopbackPacket,
             2 => Self::BindDenied,
             3 => Self::BindRewritten,
             4 => Self::ConnectDenied,
+            5 => Self::Origin,
+            6 => Self::Host,
+            7 => Self::FetchMetadata,
+            8 => Self::Auth,
             _ => return None,
         })
     }
 
-    /// The name used in logs and metrics.
+    /// The name used in logs and metrics (the `reason` label).
     pub const fn name(self) -> &'static str {
         match self {
             Self::NonLoopbackPacket => "non_loopback_packet",
             Self::BindDenied => "bind_denied",
             Self::BindRewritten => "bind_rewritten",
             Self::ConnectDenied => "connect_denied",
+            Self::Origin => "origin",
+            Self::Host => "host",
+            Self::FetchMetadata => "fetch_metadata",
+            Self::Auth => "auth",
         }
+    }
+
+    /// Whether the eBPF programs write this reason (else the gateway does).
+    pub const fn is_kernel(self) -> bool {
+        matches!(
+            self,
+            Self::NonLoopbackPacket | Self::BindDenied | Self::BindRewritten | Self::ConnectDenied
+        )
     }
 }
 
-/// Key of the `COUNTERS` map. 24 bytes, no implicit padding.
+/// What [`CounterKey::data`] holds.
+pub mod origin_kind {
+    /// `data[..16]`: an IPv6 address in network byte order (IPv4 as v4-mapped `::ffff:a.b.c.d`);
+    /// `port` is meaningful. Written by the kernel.
+    pub const ADDR: u8 = 0;
+    /// `data[..len]`: the normalised, sanitised Origin or Host (printable ASCII). Written by the
+    /// gateway.
+    pub const TEXT: u8 = 1;
+    /// No origin: the in-process fallback's overflow bucket (`origin="other"`).
+    pub const OTHER: u8 = 2;
+}
+
+/// Key of the `COUNTERS` map: one (reason, origin). 136 bytes, no implicit padding; unused
+/// bytes are zero so equal origins make equal keys.
 ///
-/// - `NonLoopbackPacket`: `addr` is the packet's source, `port` the protected local port.
-/// - `BindDenied`/`BindRewritten`: `addr` and `port` are what bind() asked for.
-/// - `ConnectDenied`: `addr` and `port` are the connect() destination.
+/// - `NonLoopbackPacket`: the packet's source address; `port` the protected local port.
+/// - `BindDenied`/`BindRewritten`: the address and port bind() asked for.
+/// - `ConnectDenied`: the connect() destination address and port.
+/// - HTTP reasons: the text of the rejected Origin/Host (`port` 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CounterKey {
     /// A [`Reason`] as `u32`.
     pub reason: u32,
-    /// Port, host byte order.
+    /// Port, host byte order (address keys only).
     pub port: u16,
-    /// Always zero (explicit so the key has no padding bytes).
-    pub reserved: u16,
-    /// IPv6 address in network byte order; IPv4 as v4-mapped `::ffff:a.b.c.d`.
-    pub addr: [u8; 16],
+    /// An [`origin_kind`] value.
+    pub kind: u8,
+    /// Bytes of `data` used (16 for an address).
+    pub len: u8,
+    pub data: [u8; COUNTER_TEXT_LEN],
 }
 
 impl CounterKey {
+    /// A kernel event: `addr` (16 bytes, v4-mapped for IPv4) and `port`.
+    #[inline(always)]
     pub const fn new(reason: Reason, addr: [u8; 16], port: u16) -> Self {
+        let mut data = [0u8; COUNTER_TEXT_LEN];
+        let mut i = 0;
+        while i < 16 {
+            data[i] = addr[i];
+            i += 1;
+        }
         Self {
             reason: reason as u32,
             port,
-            reserved: 0,
-            addr,
+            kind: origin_kind::ADDR,
+            len: 16,
+            data,
         }
+    }
+
+    /// An HTTP rejection for the origin text `text`, cut to [`COUNTER_TEXT_LEN`] bytes.
+    pub fn text(reason: Reason, text: &[u8]) -> Self {
+        let len = if text.len() < COUNTER_TEXT_LEN {
+            text.len()
+        } else {
+            COUNTER_TEXT_LEN
+        };
+        let mut data = [0u8; COUNTER_TEXT_LEN];
+        data[..len].copy_from_slice(&text[..len]);
+        Self {
+            reason: reason as u32,
+            port: 0,
+            kind: origin_kind::TEXT,
+            // COUNTER_TEXT_LEN fits in a u8 (asserted below).
+            len: len as u8,
+            data,
+        }
+    }
+
+    /// The overflow bucket of `reason`.
+    pub const fn other(reason: Reason) -> Self {
+        Self {
+            reason: reason as u32,
+            port: 0,
+            kind: origin_kind::OTHER,
+            len: 0,
+            data: [0u8; COUNTER_TEXT_LEN],
+        }
+    }
+
+    /// The 16 address bytes of an [`origin_kind::ADDR`] key.
+    pub fn addr(&self) -> Option<[u8; 16]> {
+        if self.kind != origin_kind::ADDR {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&self.data[..16]);
+        Some(out)
+    }
+
+    /// The text of an [`origin_kind::TEXT`] key (any bytes: readers must escape them).
+    pub fn text_bytes(&self) -> Option<&[u8]> {
+        (self.kind == origin_kind::TEXT)
+            .then(|| &self.data[..usize::from(self.len).min(COUNTER_TEXT_LEN)])
     }
 
     /// `::ffff:a.b.c.d` for an IPv4 address given as its four bytes.
@@ -169,5 +282,6 @@ mod pod {
     unsafe impl aya::Pod for super::CounterKey {}
 }
 
-const _: () = assert!(size_of::<CounterKey>() == 24);
+const _: () = assert!(size_of::<CounterKey>() == 8 + COUNTER_TEXT_LEN);
+const _: () = assert!(COUNTER_TEXT_LEN <= u8::MAX as usize);
 const _: () = assert!(size_of::<PortPolicy>() == 4);

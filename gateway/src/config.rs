@@ -78,6 +78,14 @@ pub struct RunArgs {
     /// Log format [default: text].
     #[arg(long, env = "MCP_GATEWAY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Address of the Prometheus `/metrics` listener, or `off` [default: 127.0.0.1:9464]. A
+    /// listener of its own, never the proxy's.
+    #[arg(long, env = "MCP_GATEWAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<crate::metrics::Listen>,
+    /// Most (reason, origin) series in mcp_gateway_rejections_total; further origins count
+    /// as origin="other" [default: 200].
+    #[arg(long, env = "MCP_GATEWAY_METRICS_LABEL_BUDGET")]
+    pub metrics_label_budget: Option<usize>,
     /// TOML configuration file (keys as in `mcp-gateway.example.toml`).
     #[arg(long, env = "MCP_GATEWAY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -113,6 +121,8 @@ pub struct FileConfig {
     connect_timeout_secs: Option<f64>,
     shutdown_grace_secs: Option<f64>,
     log_format: Option<LogFormat>,
+    metrics_listen: Option<crate::metrics::Listen>,
+    metrics_label_budget: Option<usize>,
 }
 
 /// Configuration errors, each naming the key.
@@ -160,6 +170,17 @@ pub struct Settings {
     pub auth_token: Option<Token>,
     pub limits: Limits,
     pub log_format: LogFormat,
+    pub metrics: MetricsSettings,
+}
+
+/// The `/metrics` listener.
+#[derive(Clone, Debug)]
+pub struct MetricsSettings {
+    /// `None`: off.
+    pub listen: Option<SocketAddr>,
+    /// Whether the address was configured (a busy default only warns; a chosen one must bind).
+    pub explicit: bool,
+    pub label_budget: usize,
 }
 
 /// The upstream MCP server.
@@ -278,6 +299,11 @@ impl RunArgs {
                 why: "must be at least 8192".into(),
             });
         }
+        let metrics = metrics_settings(
+            listen,
+            self.metrics_listen.or(file.metrics_listen),
+            self.metrics_label_budget.or(file.metrics_label_budget),
+        )?;
         Ok(Settings {
             upstream,
             listen,
@@ -285,8 +311,46 @@ impl RunArgs {
             auth_token,
             limits,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            metrics,
         })
     }
+}
+
+fn metrics_settings(
+    proxy: SocketAddr,
+    listen: Option<crate::metrics::Listen>,
+    budget: Option<usize>,
+) -> Result<MetricsSettings, ConfigError> {
+    use crate::metrics::{DEFAULT_LABEL_BUDGET, DEFAULT_LISTEN, Listen, MAX_LABEL_BUDGET};
+    let explicit = listen.is_some();
+    let listen = match listen {
+        Some(Listen::Off) => None,
+        Some(Listen::On(addr)) => Some(addr),
+        None => DEFAULT_LISTEN.parse().ok(),
+    };
+    if let Some(addr) = listen {
+        let overlaps = addr.ip() == proxy.ip() || addr.ip().is_unspecified();
+        if addr.port() != 0 && addr.port() == proxy.port() && overlaps {
+            return Err(ConfigError::Invalid {
+                key: "metrics_listen",
+                why: format!(
+                    "{addr} is the proxy's own address; metrics need a listener of their own                      (e.g. {DEFAULT_LISTEN}) or `off`"
+                ),
+            });
+        }
+    }
+    let label_budget = budget.unwrap_or(DEFAULT_LABEL_BUDGET);
+    if label_budget > MAX_LABEL_BUDGET {
+        return Err(ConfigError::Invalid {
+            key: "metrics_label_budget",
+            why: format!("{label_budget} is more than {MAX_LABEL_BUDGET} series"),
+        });
+    }
+    Ok(MetricsSettings {
+        listen,
+        explicit,
+        label_budget,
+    })
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {

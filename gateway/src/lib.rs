@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod ebpf;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod run;

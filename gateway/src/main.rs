@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use mcp_gateway::cli::{Cli, Command, check, kernel};
+use mcp_gateway::cli::{Cli, Command, check, kernel, stats};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Detach(args) => kernel::detach(args).map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => kernel::doctor(args),
+        Command::Stats(args) => stats::run(args),
     };
     result.unwrap_or_else(|err| {
         eprintln!("mcp-gateway: error: {err:#}");

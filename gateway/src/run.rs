@@ -11,7 +11,8 @@ use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::{
     cli::kernel,
-    config::{LogFormat, RunArgs, Settings},
+    config::{LogFormat, MetricsSettings, RunArgs, Settings},
+    metrics::{self, Metrics},
     policy::{Policy, PolicySettings},
     proxy::{self, Gateway},
     security_log,
@@ -51,6 +52,7 @@ async fn serve(args: &RunArgs, settings: Settings) -> anyhow::Result<()> {
         auth_token,
         limits,
         log_format: _,
+        metrics: metrics_settings,
     } = settings;
     if !listen.ip().is_loopback() {
         tracing::warn!(
@@ -68,17 +70,19 @@ async fn serve(args: &RunArgs, settings: Settings) -> anyhow::Result<()> {
     let policy = Policy::new(&PolicySettings { listen, ..policy })?;
     // Before any upstream connection: with --exclusive-upstream this moves us into our own
     // cgroup, the one allowed to connect. Held until exit; the pins keep enforcing after it.
-    let _enforcement = kernel::start(&args.ebpf, upstream.port, listen)?;
+    let enforcement = kernel::start(&args.ebpf, upstream.port, listen)?;
+    // Rejections go to the pinned map the kernel also counts in, when there is one.
+    let metrics = Arc::new(match &enforcement {
+        Some(e) => Metrics::pinned(&e.status().pin_dir, metrics_settings.label_budget),
+        None => Metrics::in_process(metrics_settings.label_budget),
+    });
 
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
-    let gw = Arc::new(Gateway::new(
-        policy,
-        upstream,
-        auth_token,
-        limits,
-        shutdown.clone(),
-    ));
+    start_metrics(&metrics_settings, metrics.clone(), shutdown.clone()).await?;
+    let gw = Arc::new(
+        Gateway::new(policy, upstream, auth_token, limits, shutdown.clone()).with_metrics(metrics),
+    );
     let ticker = {
         let gw = gw.clone();
         tokio::spawn(async move {
@@ -96,9 +100,45 @@ async fn serve(args: &RunArgs, settings: Settings) -> anyhow::Result<()> {
         up = gw.upstream.authority,
     );
     let served = proxy::serve(listener, gw).await;
+    drop(enforcement);
     ticker.abort();
     tracing::info!("mcp-gateway stopped");
     served
+}
+
+/// Binds the `/metrics` listener and serves it in the background. A configured address must
+/// bind; the default one only warns when busy (the gateway's protection matters more).
+async fn start_metrics(
+    settings: &MetricsSettings,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(addr) = settings.listen else {
+        tracing::info!("metrics listener is off (--metrics-listen off)");
+        return Ok(());
+    };
+    let listener = match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) if !settings.explicit => {
+            tracing::warn!(%addr, error = %e, "METRICS ARE OFF: the default metrics address is not available; choose one with --metrics-listen ADDR (or `off`)");
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("metrics listener on {addr}: is another process using it? Choose another address with --metrics-listen, or `off`")
+            });
+        }
+    };
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "metrics listen on a non-loopback address: other hosts can read them");
+    }
+    tracing::info!(
+        pinned = metrics.is_pinned(),
+        "metrics on http://{addr}/metrics"
+    );
+    tokio::spawn(metrics::server::serve(listener, metrics, shutdown));
+    Ok(())
 }
 
 /// SIGINT and SIGTERM start a graceful shutdown.

@@ -8,15 +8,7 @@ use std::{
     time::Duration,
 };
 
-/// The cgroup-v2 mount point, from /proc/mounts (hybrid hosts mount it below /sys/fs/cgroup).
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = fs::read_to_string("/proc/mounts").ok()?;
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (_, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(dir))
-    })
-}
+pub use mcp_gateway::ebpf::system::cgroup2_mount;
 
 /// A cgroup made by this test under the cgroup-v2 root. Never the root itself.
 pub struct TestCgroup {

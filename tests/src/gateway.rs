@@ -3,6 +3,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use mcp_gateway::{
     config::{Limits, Token, Upstream},
+    metrics::{self, Metrics},
     policy::{Mode, Policy, PolicySettings},
     proxy::{self, Gateway},
 };
@@ -40,6 +41,9 @@ impl Default for Options {
 /// A running in-process gateway.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The gateway's `/metrics` listener (in-process counters).
+    pub metrics_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<anyhow::Result<()>>,
 }
@@ -76,9 +80,22 @@ impl TestGateway {
             opts.limits,
             shutdown.clone(),
         );
+        let metrics = Arc::new(Metrics::in_process(metrics::DEFAULT_LABEL_BUDGET));
+        let gw = gw.with_metrics(metrics.clone());
+        let metrics_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind metrics");
+        let metrics_addr = metrics_listener.local_addr().expect("addr");
+        tokio::spawn(metrics::server::serve(
+            metrics_listener,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
         let task = tokio::spawn(proxy::serve(listener, Arc::new(gw)));
         Self {
             addr,
+            metrics_addr,
+            metrics,
             shutdown,
             task,
         }
@@ -88,4 +105,103 @@ impl TestGateway {
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.addr.port())
     }
+}
+
+/// The real `mcp-gateway run` binary on free loopback ports, with its own metrics listener.
+pub struct BinaryGateway {
+    pub child: crate::process::ChildGuard,
+    pub listen: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl BinaryGateway {
+    /// Starts `mcp-gateway run --upstream http://UPSTREAM/mcp` on free ports plus `args` (which
+    /// must include `--ebpf ...`); returns once both listeners are up.
+    pub fn start(upstream: SocketAddr, args: &[&str]) -> Self {
+        let port = || crate::prometheus::free_port();
+        let listen: SocketAddr = format!("127.0.0.1:{}", port()).parse().expect("addr");
+        let metrics: SocketAddr = format!("127.0.0.1:{}", port()).parse().expect("addr");
+        Self::start_on(upstream, listen, metrics, args)
+    }
+
+    /// As [`BinaryGateway::start`], on the given addresses (a restart keeps them).
+    pub fn start_on(
+        upstream: SocketAddr,
+        listen: SocketAddr,
+        metrics: SocketAddr,
+        args: &[&str],
+    ) -> Self {
+        let mut cmd = std::process::Command::new(crate::process::gateway_bin());
+        cmd.env("RUST_LOG", "info")
+            .arg("run")
+            .arg("--upstream")
+            .arg(format!("http://{upstream}/mcp"))
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--metrics-listen")
+            .arg(metrics.to_string())
+            .args(args);
+        let mut child = crate::process::ChildGuard::spawn_logged(&mut cmd);
+        child.wait_for_log("mcp-gateway listening on", Duration::from_secs(30));
+        crate::prometheus::wait_listening(metrics, Duration::from_secs(10));
+        Self {
+            child,
+            listen,
+            metrics,
+        }
+    }
+
+    /// The `Host` value a legitimate local client sends.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.listen.port())
+    }
+}
+
+/// Sends `per_connection` requests with `headers` on each of `connections` concurrent
+/// keep-alive connections to `addr`; returns how many got each status.
+pub async fn hammer(
+    addr: SocketAddr,
+    connections: usize,
+    per_connection: usize,
+    headers: Vec<(String, Vec<u8>)>,
+) -> std::collections::BTreeMap<u16, usize> {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, Full};
+    let headers = Arc::new(headers);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let headers = headers.clone();
+        tasks.spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
+            tokio::spawn(conn);
+            let mut statuses = Vec::with_capacity(per_connection);
+            for _ in 0..per_connection {
+                let mut req = http::Request::new(Full::new(Bytes::new()));
+                *req.method_mut() = http::Method::POST;
+                *req.uri_mut() = "/mcp".parse().expect("uri");
+                for (name, value) in headers.iter() {
+                    req.headers_mut().append(
+                        http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                        http::HeaderValue::from_bytes(value).expect("value"),
+                    );
+                }
+                sender.ready().await.expect("connection ready");
+                let resp = sender.send_request(req).await.expect("response");
+                statuses.push(resp.status().as_u16());
+                resp.into_body().collect().await.expect("body");
+            }
+            statuses
+        });
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        for status in done.expect("client task") {
+            *counts.entry(status).or_insert(0) += 1;
+        }
+    }
+    counts
 }

@@ -23,9 +23,10 @@ fn gateway(args: &[&str]) -> Command {
     cmd
 }
 
-/// `run` with the kernel layer off, plus `args`.
+/// `run` with the kernel layer and the metrics listener off, plus `args`.
 fn run_cmd(args: &[&str]) -> Command {
-    let mut cmd = gateway(&["run", "--ebpf", "off"]);
+    // No metrics listener either: the default port would collide between concurrent tests.
+    let mut cmd = gateway(&["run", "--ebpf", "off", "--metrics-listen", "off"]);
     cmd.args(args);
     cmd
 }

@@ -51,7 +51,9 @@ impl PinDir {
         counters::from_pin(&self.0)
             .expect("reading the pinned counters")
             .iter()
-            .filter(|c| c.reason() == Some(reason) && c.addr == addr && c.port == port)
+            .filter(|c| {
+                c.reason() == Some(reason) && c.addr() == Some(addr) && c.port() == Some(port)
+            })
             .map(|c| c.count)
             .sum()
     }
@@ -117,6 +119,8 @@ fn gateway_cmd(cgroup: &TestCgroup, pins: &PinDir, ebpf: &str) -> Command {
         LISTEN,
     ]);
     cmd.args(["--ebpf", ebpf]);
+    // Tests never take the default metrics port (9464): others may run at the same time.
+    cmd.args(["--metrics-listen", "off"]);
     cmd.arg("--cgroup").arg(cgroup.path());
     cmd.arg("--pin-dir").arg(pins.path());
     cmd

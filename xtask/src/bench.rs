@@ -71,7 +71,14 @@ pub fn bench(seconds: u32, connections: u32) -> anyhow::Result<()> {
     );
     let _gateway = Guard(
         Command::new(&gateway_bin)
-            .args(["run", "--ebpf", "off", "--upstream"])
+            .args([
+                "run",
+                "--ebpf",
+                "off",
+                "--metrics-listen",
+                "off",
+                "--upstream",
+            ])
             .arg(format!("http://127.0.0.1:{up}/mcp"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{gw}"))

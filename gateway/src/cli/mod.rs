@@ -1,6 +1,7 @@
 //! The `mcp-gateway` command line: one subcommand per job.
 pub mod check;
 pub mod kernel;
+pub mod stats;
 
 use clap::{Parser, Subcommand};
 
@@ -22,4 +23,6 @@ pub enum Command {
     Detach(kernel::DetachArgs),
     /// Check what kernel enforcement needs on this host, and what is in force.
     Doctor(kernel::DoctorArgs),
+    /// Show the rejection counters pinned by the gateway and its kernel programs.
+    Stats(stats::StatsArgs),
 }

@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 use self::{body::Body, forward::UpstreamClient};
 use crate::{
     config::{Limits, Token, Upstream},
-    policy::{Policy, Rejection, cors},
+    metrics::{self, Metrics},
+    policy::{Policy, Rejection, cors, sanitize},
     security_log::RejectionLog,
 };
 
@@ -42,6 +43,8 @@ pub struct Gateway {
     /// Fires on SIGINT/SIGTERM: SSE streams end, the accept loop stops.
     pub shutdown: CancellationToken,
     pub rejections: RejectionLog,
+    /// Counters for `/metrics` (rejections also go to the pinned map when the kernel layer runs).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Gateway {
@@ -60,11 +63,27 @@ impl Gateway {
             limits,
             shutdown,
             rejections: RejectionLog::default(),
+            metrics: Arc::new(Metrics::in_process(metrics::DEFAULT_LABEL_BUDGET)),
         }
     }
 
-    /// The request path, as listed in the module docs.
+    /// Counts into `metrics` instead of a private in-process set.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Every request, counted by method and final status.
     pub async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        let method = req.method().clone();
+        let resp = self.route(peer, req).await;
+        self.metrics.request(&method, resp.status());
+        resp
+    }
+
+    /// The request path, as listed in the module docs.
+    async fn route(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         if cors::is_preflight(&parts) {
             return match cors::preflight(&self.policy, &parts) {
@@ -83,6 +102,16 @@ impl Gateway {
                 reason = "auth", peer = %peer, method = %parts.method, path = ?parts.uri.path(),
                 "rejected request: missing or wrong bearer token"
             );
+            // Counted by the allowed Origin, or the Host for non-browser clients.
+            let origin = accepted
+                .origin
+                .as_deref()
+                .map(str::as_bytes)
+                .or_else(|| parts.headers.get(header::HOST).map(|h| h.as_bytes()));
+            self.metrics.reject(
+                gateway_common::Reason::Auth,
+                &sanitize(origin.unwrap_or_default()),
+            );
             return reply::unauthorized();
         }
         if declared_length(&parts).is_some_and(|len| len > self.limits.max_body_bytes) {
@@ -95,7 +124,12 @@ impl Gateway {
             );
         }
         tracing::debug!(peer = %peer, method = %parts.method, path = ?parts.uri.path(), rule = %accepted.rule, "accepted");
+        let sent = std::time::Instant::now();
         let mut resp = forward::forward(self, peer, parts, body).await;
+        self.metrics.upstream_duration(sent.elapsed());
+        if is_event_stream(&resp) {
+            resp = resp.map(|body| self.metrics.track_sse(body));
+        }
         // Append, so an upstream `Vary` survives (upstream CORS headers were already dropped).
         for (name, value) in &cors::response_headers(&accepted) {
             resp.headers_mut().append(name, value.clone());
@@ -105,6 +139,8 @@ impl Gateway {
 
     /// A 403 for a policy rejection: logged (rate-limited), never forwarded.
     fn reject(&self, peer: SocketAddr, parts: &Parts, rejection: &Rejection) -> Response<Body> {
+        self.metrics
+            .reject(metrics::counted_reason(rejection.reason), &rejection.value);
         let reason = rejection.reason.as_str();
         if self
             .rejections
@@ -130,6 +166,14 @@ impl Gateway {
         }
         reply::json_rpc_error(StatusCode::FORBIDDEN, &rejection.message())
     }
+}
+
+/// Whether the upstream answered with an SSE stream.
+fn is_event_stream(resp: &Response<Body>) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
 }
 
 /// `Content-Length`, when the client declared one.
@@ -175,6 +219,7 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> anyhow::Result<()
             () = gw.shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        let open = gw.metrics.connection();
         let gw = gw.clone();
         let service = service_fn(move |req| {
             let gw = gw.clone();
@@ -185,7 +230,7 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> anyhow::Result<()
             if let Err(err) = conn.await {
                 tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
             }
-            drop(permit);
+            drop((permit, open));
         });
     }
 

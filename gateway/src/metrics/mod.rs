@@ -1,0 +1,401 @@
+//! Metrics for Prometheus, served on their own listener (`server`), never on the proxy port.
+//!
+//! - [`store`]: rejection counters, written through to the pinned `COUNTERS` map the kernel
+//!   programs also write (so they survive restarts and crashes), or kept in this process when
+//!   there is no kernel layer.
+//! - [`series`]: the exported rejection series, bounded by the label budget and monotonic.
+//! - [`encode`]: the text exposition (Prometheus 0.0.4 and OpenMetrics), escaping hostile labels.
+//! - [`server`]: the `/metrics` listener.
+//!
+//! The request path only calls the cheap hooks on [`Metrics`]; a rejection costs one lock and,
+//! with a pinned map, two bpf(2) calls (lookup and update).
+pub mod encode;
+pub mod series;
+pub mod server;
+pub mod store;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use gateway_common::{LAYOUT_VERSION, Reason, program};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+use self::{
+    encode::{Encoder, Format, Kind},
+    series::Series,
+    store::Store,
+};
+use crate::{
+    ebpf::pins,
+    proxy::body::{Body, BoxError},
+};
+
+/// Default `--metrics-listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// `--metrics-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub enum Listen {
+    Off,
+    On(std::net::SocketAddr),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        s.parse()
+            .map(Self::On)
+            .map_err(|_| format!("`{s}` is neither an address (e.g. {DEFAULT_LISTEN}) nor `off`"))
+    }
+}
+
+impl TryFrom<String> for Listen {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// Default `origin` label budget (`--metrics-label-budget`).
+pub const DEFAULT_LABEL_BUDGET: usize = 200;
+/// Largest accepted label budget.
+pub const MAX_LABEL_BUDGET: usize = 10_000;
+
+/// The counter reason of a policy rejection.
+pub fn counted_reason(reason: crate::policy::Reason) -> Reason {
+    match reason {
+        crate::policy::Reason::Host => Reason::Host,
+        crate::policy::Reason::Origin => Reason::Origin,
+        crate::policy::Reason::FetchMetadata => Reason::FetchMetadata,
+    }
+}
+
+/// Upper bounds of the upstream duration histogram, in seconds (Prometheus' defaults).
+const BUCKETS: [(f64, &str); 11] = [
+    (0.005, "0.005"),
+    (0.01, "0.01"),
+    (0.025, "0.025"),
+    (0.05, "0.05"),
+    (0.1, "0.1"),
+    (0.25, "0.25"),
+    (0.5, "0.5"),
+    (1.0, "1.0"),
+    (2.5, "2.5"),
+    (5.0, "5.0"),
+    (10.0, "10.0"),
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Everything `/metrics` reports.
+#[derive(Debug)]
+pub struct Metrics {
+    store: Store,
+    series: Mutex<Series>,
+    /// `(method, status)` -> requests. Methods outside the standard set count as `other`, so
+    /// this holds at most 10 × 900 entries.
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    upstream: Mutex<Histogram>,
+    open_connections: AtomicI64,
+    sse_streams: Arc<AtomicI64>,
+    /// The pin directory, when kernel enforcement started.
+    enforcing: Option<PathBuf>,
+    /// Failed reads of the counters.
+    read_errors: AtomicU64,
+}
+
+impl Metrics {
+    /// Rejections counted in this process only (no kernel layer).
+    pub fn in_process(label_budget: usize) -> Self {
+        Self::with_store(Store::in_process(), label_budget, None)
+    }
+
+    /// Rejections counted in the map pinned in `pin_dir` (kernel enforcement is on); falls back
+    /// to in-process counting, with a warning, when the map can't be opened.
+    pub fn pinned(pin_dir: &Path, label_budget: usize) -> Self {
+        let store = match Store::pinned(pin_dir) {
+            Ok(Some(store)) => store,
+            Ok(None) => {
+                tracing::warn!(pin_dir = %pin_dir.display(), "no pinned counters map: rejections are counted in this process only");
+                Store::in_process()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "opening the pinned counters map failed: rejections are counted in this process only");
+                Store::in_process()
+            }
+        };
+        Self::with_store(store, label_budget, Some(pin_dir.to_owned()))
+    }
+
+    fn with_store(store: Store, label_budget: usize, enforcing: Option<PathBuf>) -> Self {
+        let metrics = Self {
+            store,
+            series: Mutex::new(Series::new(label_budget)),
+            requests: Mutex::new(BTreeMap::new()),
+            upstream: Mutex::new(Histogram::default()),
+            open_connections: AtomicI64::new(0),
+            sse_streams: Arc::new(AtomicI64::new(0)),
+            enforcing,
+            read_errors: AtomicU64::new(0),
+        };
+        // Seed the budget from what the map already holds, busiest first, so the series a
+        // previous run exported keep their labels.
+        metrics.refresh();
+        metrics
+    }
+
+    /// Whether rejections go to the pinned map (shared with the kernel, persistent).
+    pub fn is_pinned(&self) -> bool {
+        self.store.is_pinned()
+    }
+
+    /// One HTTP rejection. `origin` is the sanitised Origin or Host value.
+    pub fn reject(&self, reason: Reason, origin: &str) {
+        self.store.add(reason, origin);
+    }
+
+    /// One answered request, by method and status.
+    pub fn request(&self, method: &Method, status: StatusCode) {
+        let method = match *method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::DELETE => "DELETE",
+            Method::OPTIONS => "OPTIONS",
+            Method::HEAD => "HEAD",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            Method::CONNECT => "CONNECT",
+            Method::TRACE => "TRACE",
+            _ => "other",
+        };
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        *requests.entry((method, status.as_u16())).or_insert(0) += 1;
+    }
+
+    /// Time from sending a request upstream to its response head (or the failure).
+    pub fn upstream_duration(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut h = self.upstream.lock().unwrap_or_else(PoisonError::into_inner);
+        for (slot, (bound, _)) in h.buckets.iter_mut().zip(BUCKETS) {
+            if secs <= bound {
+                *slot += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    /// Counts an open client connection until the guard drops.
+    pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self.clone())
+    }
+
+    /// Counts an SSE stream until its body is dropped (stream ended or client gone).
+    pub fn track_sse(&self, body: Body) -> Body {
+        self.sse_streams.fetch_add(1, Ordering::Relaxed);
+        Tracked {
+            inner: body,
+            gauge: self.sse_streams.clone(),
+        }
+        .boxed_unsync()
+    }
+
+    /// Reads the counters into the exported series. The series lock is held across the read:
+    /// two scrapes folding their snapshots in the wrong order would look like a reset.
+    fn refresh(&self) {
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        match self.store.snapshot() {
+            Ok(snapshot) => series.update(snapshot),
+            Err(e) => {
+                self.read_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "reading the rejection counters failed; /metrics shows the last values read");
+            }
+        }
+    }
+
+    /// Whether the kernel programs are in force: enforcement started and its links are still
+    /// pinned (`mcp-gateway detach` removes them).
+    fn ebpf_enforcing(&self) -> bool {
+        self.enforcing.as_ref().is_some_and(|dir| {
+            pins::inventory(dir).is_ok_and(|found| found.links.len() >= program::ALL.len())
+        })
+    }
+
+    /// The exposition in `format`.
+    pub fn render(&self, format: Format) -> String {
+        self.refresh();
+        let mut enc = Encoder::new(format);
+
+        enc.family(
+            "mcp_gateway_rejections",
+            Kind::Counter,
+            "Rejected requests (HTTP) and refused packets, binds and connects (kernel), by reason and origin (origin=\"other\" once the label budget is used up).",
+        );
+        {
+            let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+            for (reason, origin, count) in series.totals() {
+                enc.sample(
+                    "mcp_gateway_rejections_total",
+                    &[("reason", reason.name()), ("origin", origin)],
+                    count,
+                );
+            }
+        }
+
+        enc.family(
+            "mcp_gateway_requests",
+            Kind::Counter,
+            "Requests answered by the gateway, by method and status.",
+        );
+        {
+            let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            for ((method, status), count) in requests.iter() {
+                enc.sample(
+                    "mcp_gateway_requests_total",
+                    &[("method", method), ("status", &status.to_string())],
+                    count,
+                );
+            }
+        }
+
+        enc.family(
+            "mcp_gateway_upstream_request_duration_seconds",
+            Kind::Histogram,
+            "Time from sending a request to the MCP server to its response head (for SSE, the start of the stream).",
+        );
+        {
+            let h = self.upstream.lock().unwrap_or_else(PoisonError::into_inner);
+            let name = "mcp_gateway_upstream_request_duration_seconds";
+            for (count, (_, le)) in h.buckets.iter().zip(BUCKETS) {
+                enc.sample(&format!("{name}_bucket"), &[("le", le)], count);
+            }
+            enc.sample(&format!("{name}_bucket"), &[("le", "+Inf")], h.count);
+            enc.sample(&format!("{name}_sum"), &[], h.sum);
+            enc.sample(&format!("{name}_count"), &[], h.count);
+        }
+
+        let gauges = [
+            (
+                "mcp_gateway_open_connections",
+                "Client connections open now.",
+                self.open_connections.load(Ordering::Relaxed),
+            ),
+            (
+                "mcp_gateway_sse_streams",
+                "SSE streams being relayed now.",
+                self.sse_streams.load(Ordering::Relaxed),
+            ),
+            (
+                "mcp_gateway_ebpf_enforcing",
+                "1 when the kernel programs are attached and pinned, else 0.",
+                i64::from(self.ebpf_enforcing()),
+            ),
+            (
+                "mcp_gateway_rejections_persistent",
+                "1 when rejections are counted in the pinned BPF map (persistent), 0 when only in this process.",
+                i64::from(self.is_pinned()),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            enc.family(name, Kind::Gauge, help);
+            enc.sample(name, &[], value);
+        }
+
+        enc.family(
+            "mcp_gateway_rejection_store_errors",
+            Kind::Counter,
+            "Rejections that could not be written to, or counter reads that failed on, the pinned map.",
+        );
+        enc.sample(
+            "mcp_gateway_rejection_store_errors_total",
+            &[("op", "write")],
+            self.store.failed(),
+        );
+        enc.sample(
+            "mcp_gateway_rejection_store_errors_total",
+            &[("op", "read")],
+            self.read_errors.load(Ordering::Relaxed),
+        );
+
+        enc.family(
+            "mcp_gateway_build_info",
+            Kind::Gauge,
+            "Always 1; the labels describe the build.",
+        );
+        enc.sample(
+            "mcp_gateway_build_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("map_layout", &LAYOUT_VERSION.to_string()),
+            ],
+            1,
+        );
+        enc.finish()
+    }
+}
+
+/// Holds one `mcp_gateway_open_connections`.
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<Metrics>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that holds one `mcp_gateway_sse_streams` while alive.
+struct Tracked {
+    inner: Body,
+    gauge: Arc<AtomicI64>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.gauge.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,114 @@
+"""The upstream for the end-to-end tests: an MCP server built with the official Python SDK.
+
+It has a tool that returns a value (`add`), a tool that sends progress notifications before it
+answers (`count`), and a resource (`config://greeting`). Every HTTP request it receives and every
+tool it runs is appended to --record as one JSON line, so a test can prove what reached it (and
+what did not).
+
+    server.py --port P --record FILE [--protection on|off] [--transport streamable|sse]
+
+--protection off turns the SDK's own DNS-rebinding protection off, so the gateway in front is the
+only defence; on allows only Host 127.0.0.1:P (and Origin http://127.0.0.1:P).
+Prints `listening P` on stdout once it accepts connections.
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+
+GREETING = "hello from the upstream MCP server"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--record", required=True)
+    parser.add_argument("--protection", choices=["on", "off"], default="off")
+    parser.add_argument("--transport", choices=["streamable", "sse"], default="streamable")
+    args = parser.parse_args()
+
+    lock = threading.Lock()
+
+    def record(entry: dict) -> None:
+        # One line per event, flushed at once: the test reads the file while we run.
+        with lock, open(args.record, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    server = MCPServer("e2e-upstream")
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Adds two numbers."""
+        record({"event": "tool", "name": "add", "args": {"a": a, "b": b}})
+        return a + b
+
+    @server.tool()
+    async def count(steps: int, ctx: Context) -> str:
+        """Reports `steps` progress notifications, then answers."""
+        record({"event": "tool", "name": "count", "args": {"steps": steps}})
+        for i in range(1, steps + 1):
+            await ctx.report_progress(i, steps, f"step {i}")
+            # A pause so the notifications really stream before the answer.
+            await asyncio.sleep(0.05)
+        return f"counted to {steps}"
+
+    @server.resource("config://greeting", mime_type="text/plain")
+    def greeting() -> str:
+        """A fixed text."""
+        return GREETING
+
+    if args.protection == "on":
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=[f"127.0.0.1:{args.port}"],
+            allowed_origins=[f"http://127.0.0.1:{args.port}"],
+        )
+    else:
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+
+    if args.transport == "streamable":
+        app = server.streamable_http_app(transport_security=security)
+    else:
+        app = server.sse_app(transport_security=security)
+
+    async def recording_app(scope, receive, send):
+        # Records every request before the SDK sees it, whatever the SDK then answers.
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            record(
+                {
+                    "event": "request",
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "host": headers.get("host"),
+                    "origin": headers.get("origin"),
+                }
+            )
+        await app(scope, receive, send)
+
+    config = uvicorn.Config(
+        recording_app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on"
+    )
+    uv = uvicorn.Server(config)
+
+    async def serve() -> None:
+        task = asyncio.create_task(uv.serve())
+        while not uv.started:
+            if task.done():
+                task.result()
+                sys.exit("server stopped before it started")
+            await asyncio.sleep(0.02)
+        print(f"listening {args.port}", flush=True)
+        await task
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
