@@ -9,6 +9,7 @@ pub mod client;
 pub mod e2e;
 pub mod gateway;
 pub mod netns;
+pub mod pins;
 pub mod process;
 pub mod prometheus;
 pub mod tools;

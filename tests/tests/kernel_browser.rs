@@ -7,62 +7,20 @@
 //! `<cgroup>/mcp-gateway`; everything is removed by RAII guards.
 use std::{
     net::{IpAddr, Ipv4Addr},
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use gateway_common::Reason;
-use mcp_gateway::ebpf::{counters, pins};
 use mcp_gateway_tests::{
     browser::{REBIND_HOST, Rebinding, steps},
     cgroup::TestCgroup,
     e2e::{Gateway, Transport, Upstream, free_port, raw_initialize},
+    pins::PinDir,
     require_privileges,
 };
 use serde_json::Value;
 
 const PAGE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A pin directory of the test's own under /sys/fs/bpf, detached and removed on drop.
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new(label: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Self(PathBuf::from(format!(
-            "/sys/fs/bpf/mcp-gateway-test-{}-{n}-{label}",
-            std::process::id()
-        )))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn connects_denied(&self, port: u16) -> u64 {
-        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        counters::from_pin(&self.0)
-            .expect("reading the pinned counters")
-            .iter()
-            .filter(|c| {
-                c.reason() == Some(Reason::ConnectDenied)
-                    && c.addr() == Some(loopback)
-                    && c.port() == Some(port)
-            })
-            .map(|c| c.count)
-            .sum()
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Err(e) = pins::remove_all(&self.0, false) {
-            eprintln!("warning: cleaning pin dir {}: {e}", self.0.display());
-        }
-    }
-}
 
 /// The attack on the upstream's port P with Chromium in `cgroup`, the real gateway enforcing
 /// on it (`--ebpf required` plus `extra`), and the bare SDK server then taking port P.
@@ -139,7 +97,7 @@ fn direct_port_rebinding_from_chromium_is_refused_with_exclusive_upstream() {
         "the page got an answer from the victim: {reports:?}"
     );
     assert!(steps(&reports, "tools/call").is_empty(), "{reports:?}");
-    let denied = pins.connects_denied(port);
+    let denied = pins.count_addr(Reason::ConnectDenied, IpAddr::V4(Ipv4Addr::LOCALHOST), port);
     assert!(
         denied >= refused_while_up as u64,
         "the kernel counted {denied} refused connects, the page saw {refused_while_up} failures"
@@ -175,5 +133,8 @@ fn control_direct_port_rebinding_from_chromium_succeeds_without_exclusive_upstre
         "{:?}",
         upstream.requests()
     );
-    assert_eq!(pins.connects_denied(port), 0);
+    assert_eq!(
+        pins.count_addr(Reason::ConnectDenied, IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        0
+    );
 }

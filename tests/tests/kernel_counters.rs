@@ -5,58 +5,21 @@
 //! its own (removed by RAII guards), with its metrics on a free loopback port.
 use std::{
     net::SocketAddr,
-    path::PathBuf,
     process::{Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use gateway_common::Reason;
-use mcp_gateway::ebpf::{counters, pins};
+use mcp_gateway::ebpf::counters;
 use mcp_gateway_tests::{
     cgroup::TestCgroup,
     gateway::{BinaryGateway, hammer},
     netns::{HostPair, REMOTE_V4, SERVER_V4},
+    pins::PinDir,
     process::{ChildGuard, gateway_bin, netprobe},
     prometheus::{free_port, parse, rejections, scrape},
     require_privileges,
 };
-
-/// A pin directory of the test's own under /sys/fs/bpf; detached and removed on drop.
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new(label: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Self(PathBuf::from(format!(
-            "/sys/fs/bpf/mcp-gateway-test-{}-{n}-{label}",
-            std::process::id()
-        )))
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().expect("UTF-8 pin dir")
-    }
-
-    /// The pinned count of (reason, origin label).
-    fn count(&self, reason: Reason, origin: &str) -> u64 {
-        counters::from_pin(&self.0)
-            .expect("reading the pinned counters")
-            .iter()
-            .filter(|c| c.reason() == Some(reason) && c.label() == origin)
-            .map(|c| c.count)
-            .sum()
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Err(e) = pins::remove_all(&self.0, false) {
-            eprintln!("warning: cleaning pin dir {}: {e}", self.0.display());
-        }
-    }
-}
 
 fn kernel_args<'a>(cgroup: &'a TestCgroup, pins: &'a PinDir) -> Vec<&'a str> {
     vec![
@@ -126,7 +89,7 @@ fn ten_thousand_concurrent_rejections_raise_the_pinned_counter_by_exactly_ten_th
     let gauge = |name: &str| samples.iter().find(|s| s.name == name).map(|s| s.value);
     assert_eq!(gauge("mcp_gateway_ebpf_enforcing"), Some(1.0));
     assert_eq!(gauge("mcp_gateway_rejections_persistent"), Some(1.0));
-    let before = pins.count(Reason::Origin, origin);
+    let before = pins.count_label(Reason::Origin, origin);
     let metrics_before = metrics_count(&gw, "origin", origin);
 
     let started = Instant::now();
@@ -137,7 +100,7 @@ fn ten_thousand_concurrent_rejections_raise_the_pinned_counter_by_exactly_ten_th
     );
     assert_eq!(statuses, [(403, 10_000)].into_iter().collect());
 
-    assert_eq!(pins.count(Reason::Origin, origin) - before, 10_000);
+    assert_eq!(pins.count_label(Reason::Origin, origin) - before, 10_000);
     assert_eq!(
         metrics_count(&gw, "origin", origin) - metrics_before,
         10_000
@@ -145,7 +108,7 @@ fn ten_thousand_concurrent_rejections_raise_the_pinned_counter_by_exactly_ten_th
     assert_eq!(stats_count(&pins, "origin", origin) - before, 10_000);
 
     // The write-through's own cost (lookup + update syscalls), for the record.
-    let mut map = counters::PinnedCounters::open(&pins.0)
+    let mut map = counters::PinnedCounters::open(pins.path())
         .expect("opening the map")
         .expect("pinned");
     let key = gateway_common::CounterKey::text(Reason::Auth, b"http://bench.test");
@@ -157,7 +120,7 @@ fn ten_thousand_concurrent_rejections_raise_the_pinned_counter_by_exactly_ten_th
         "write-through cost: {:?} per rejection",
         started.elapsed() / 10_000
     );
-    assert_eq!(pins.count(Reason::Auth, "http://bench.test"), 10_000);
+    assert_eq!(pins.count_label(Reason::Auth, "http://bench.test"), 10_000);
 }
 
 #[test]
@@ -188,7 +151,7 @@ fn counters_survive_a_restart_and_a_sigkill_and_never_go_backwards() {
     gw.child
         .wait_for_log("mcp-gateway stopped", Duration::from_secs(30));
     drop(gw);
-    assert_eq!(pins.count(Reason::Origin, origin), 100);
+    assert_eq!(pins.count_label(Reason::Origin, origin), 100);
     assert_eq!(
         stats_count(&pins, "origin", origin),
         100,
@@ -206,7 +169,7 @@ fn counters_survive_a_restart_and_a_sigkill_and_never_go_backwards() {
         0
     );
     drop(gw);
-    assert_eq!(pins.count(Reason::Origin, origin), 150);
+    assert_eq!(pins.count_label(Reason::Origin, origin), 150);
 
     let gw = BinaryGateway::start_on(upstream, listen, metrics, &args);
     let mut last = 0;
@@ -217,7 +180,7 @@ fn counters_survive_a_restart_and_a_sigkill_and_never_go_backwards() {
         last = now;
         send(&gw, 1);
     }
-    assert_eq!(pins.count(Reason::Origin, origin), 152);
+    assert_eq!(pins.count_label(Reason::Origin, origin), 152);
 }
 
 #[test]
@@ -253,7 +216,7 @@ fn kernel_drops_show_up_in_stats_and_metrics_under_their_reason() {
     }
 
     let origin = format!("{REMOTE_V4}:18000");
-    assert_eq!(pins.count(Reason::NonLoopbackPacket, &origin), 2);
+    assert_eq!(pins.count_label(Reason::NonLoopbackPacket, &origin), 2);
     assert_eq!(stats_count(&pins, "non_loopback_packet", &origin), 2);
     assert_eq!(metrics_count(&gw, "non_loopback_packet", &origin), 2);
     // The table names the reason and the source too.

@@ -10,15 +10,15 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
 use gateway_common::Reason;
-use mcp_gateway::ebpf::{counters, pins, sys};
+use mcp_gateway::ebpf::sys;
 use mcp_gateway_tests::{
     cgroup::TestCgroup,
     netns::{HostPair, NetnsGuard, REMOTE_V4, REMOTE_V6, SERVER_V4, SERVER_V6},
+    pins::PinDir,
     process::{ChildGuard, gateway_bin, netprobe},
     require_privileges,
 };
@@ -28,44 +28,6 @@ const UNPROTECTED: u16 = 18001;
 const LISTEN: &str = "127.0.0.1:18787";
 /// Shorter than the first SYN retransmission (1 s): one attempt is exactly one packet.
 const ATTEMPT_MS: &str = "400";
-
-/// A pin directory of the test's own under /sys/fs/bpf; everything in it is detached and
-/// removed on drop.
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new(label: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Self(PathBuf::from(format!(
-            "/sys/fs/bpf/mcp-gateway-test-{}-{n}-{label}",
-            std::process::id()
-        )))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn count(&self, reason: Reason, addr: IpAddr, port: u16) -> u64 {
-        counters::from_pin(&self.0)
-            .expect("reading the pinned counters")
-            .iter()
-            .filter(|c| {
-                c.reason() == Some(reason) && c.addr() == Some(addr) && c.port() == Some(port)
-            })
-            .map(|c| c.count)
-            .sum()
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Err(e) = pins::remove_all(&self.0, false) {
-            eprintln!("warning: cleaning pin dir {}: {e}", self.0.display());
-        }
-    }
-}
 
 fn enforcer_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -230,7 +192,7 @@ fn drop_counter_moves_by_exactly_the_attempts_made() {
     let (_gateway, _) = enforce(&cgroup, &pins, &[]);
     let remote = v4(REMOTE_V4);
 
-    let before = pins.count(Reason::NonLoopbackPacket, remote, UPSTREAM);
+    let before = pins.count_addr(Reason::NonLoopbackPacket, remote, UPSTREAM);
     for _ in 0..3 {
         assert_eq!(
             connect(&hosts.remote, &format!("{SERVER_V4}:{UPSTREAM}")),
@@ -238,7 +200,7 @@ fn drop_counter_moves_by_exactly_the_attempts_made() {
         );
     }
     assert_eq!(connect(&hosts.server, "127.0.0.1:18000"), "ok");
-    let after = pins.count(Reason::NonLoopbackPacket, remote, UPSTREAM);
+    let after = pins.count_addr(Reason::NonLoopbackPacket, remote, UPSTREAM);
     assert_eq!(
         after - before,
         3,
@@ -285,11 +247,11 @@ fn ipv6_remote_host_is_dropped_and_ipv6_loopback_connects() {
         "timeout"
     );
     assert_eq!(
-        pins.count(Reason::NonLoopbackPacket, v6(REMOTE_V6), UPSTREAM),
+        pins.count_addr(Reason::NonLoopbackPacket, v6(REMOTE_V6), UPSTREAM),
         1
     );
     assert_eq!(
-        pins.count(Reason::NonLoopbackPacket, v4(REMOTE_V4), UPSTREAM),
+        pins.count_addr(Reason::NonLoopbackPacket, v4(REMOTE_V4), UPSTREAM),
         1
     );
 }
@@ -323,9 +285,12 @@ fn bind_deny_refuses_non_loopback_binds_with_eperm() {
     );
     // The gateway's own listen port is protected too (it listens on loopback).
     assert!(bind("0.0.0.0:18787").starts_with("err 1 "));
-    assert_eq!(pins.count(Reason::BindDenied, v4("0.0.0.0"), UPSTREAM), 1);
-    assert_eq!(pins.count(Reason::BindDenied, v6("::"), UPSTREAM), 1);
-    assert_eq!(pins.count(Reason::BindDenied, v4("0.0.0.0"), 18787), 1);
+    assert_eq!(
+        pins.count_addr(Reason::BindDenied, v4("0.0.0.0"), UPSTREAM),
+        1
+    );
+    assert_eq!(pins.count_addr(Reason::BindDenied, v6("::"), UPSTREAM), 1);
+    assert_eq!(pins.count_addr(Reason::BindDenied, v4("0.0.0.0"), 18787), 1);
 }
 
 #[test]
@@ -352,11 +317,17 @@ fn bind_rewrite_moves_non_loopback_binds_to_loopback() {
         "unprotected port rewritten"
     );
     assert_eq!(
-        pins.count(Reason::BindRewritten, v4("0.0.0.0"), UPSTREAM),
+        pins.count_addr(Reason::BindRewritten, v4("0.0.0.0"), UPSTREAM),
         1
     );
-    assert_eq!(pins.count(Reason::BindRewritten, v6("::"), UPSTREAM), 1);
-    assert_eq!(pins.count(Reason::BindDenied, v4("0.0.0.0"), UPSTREAM), 0);
+    assert_eq!(
+        pins.count_addr(Reason::BindRewritten, v6("::"), UPSTREAM),
+        1
+    );
+    assert_eq!(
+        pins.count_addr(Reason::BindDenied, v4("0.0.0.0"), UPSTREAM),
+        0
+    );
 }
 
 #[test]
@@ -413,7 +384,7 @@ fn exclusive_upstream_admits_only_the_gateway_and_allowed_cgroups() {
         "other port refused"
     );
     assert_eq!(
-        pins.count(Reason::ConnectDenied, v4("127.0.0.1"), UPSTREAM),
+        pins.count_addr(Reason::ConnectDenied, v4("127.0.0.1"), UPSTREAM),
         2
     );
 }
@@ -445,7 +416,7 @@ fn enforcement_survives_sigkill_and_a_restart_takes_over_its_pins() {
         "enforcement died with the gateway"
     );
     assert_eq!(connect(&hosts.server, "127.0.0.1:18000"), "ok");
-    let counted = pins.count(Reason::NonLoopbackPacket, v4(REMOTE_V4), UPSTREAM);
+    let counted = pins.count_addr(Reason::NonLoopbackPacket, v4(REMOTE_V4), UPSTREAM);
     assert_eq!(counted, 2, "counters kept in the pinned map");
 
     // A restart reuses the five pinned links instead of attaching again.
@@ -458,7 +429,7 @@ fn enforcement_survives_sigkill_and_a_restart_takes_over_its_pins() {
     assert_eq!(attached.len(), 5, "attached twice? {attached:?}");
     assert_eq!(connect(&hosts.remote, &remote_upstream), "timeout");
     assert_eq!(
-        pins.count(Reason::NonLoopbackPacket, v4(REMOTE_V4), UPSTREAM),
+        pins.count_addr(Reason::NonLoopbackPacket, v4(REMOTE_V4), UPSTREAM),
         counted + 1
     );
 }
