@@ -83,8 +83,10 @@ pub async fn forward(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     let body = body.map_err(body::BoxError::from).boxed_unsync();
+    // SSE streams end cleanly on shutdown and are counted while open.
     let body = if is_sse {
-        EndOnShutdown::wrap(body, gw.shutdown.clone())
+        gw.metrics
+            .track_sse(EndOnShutdown::wrap(body, gw.shutdown.clone()))
     } else {
         body
     };

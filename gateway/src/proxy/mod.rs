@@ -98,20 +98,20 @@ impl Gateway {
         if let Some(token) = &self.auth_token
             && !auth::authorized(&parts.headers, token)
         {
-            tracing::warn!(
-                reason = "auth", peer = %peer, method = %parts.method, path = ?parts.uri.path(),
-                "rejected request: missing or wrong bearer token"
-            );
-            // Counted by the allowed Origin, or the Host for non-browser clients.
+            // Counted and logged by the allowed Origin, or the Host for non-browser clients.
             let origin = accepted
                 .origin
                 .as_deref()
                 .map(str::as_bytes)
                 .or_else(|| parts.headers.get(header::HOST).map(|h| h.as_bytes()));
-            self.metrics.reject(
-                gateway_common::Reason::Auth,
-                &sanitize(origin.unwrap_or_default()),
-            );
+            let origin = sanitize(origin.unwrap_or_default());
+            self.metrics.reject(gateway_common::Reason::Auth, &origin);
+            if self.rejections.admit(&format!("auth {origin}")) {
+                tracing::warn!(
+                    reason = "auth", value = ?origin, peer = %peer, method = %parts.method,
+                    path = ?parts.uri.path(), "rejected request: missing or wrong bearer token"
+                );
+            }
             return reply::unauthorized();
         }
         if declared_length(&parts).is_some_and(|len| len > self.limits.max_body_bytes) {
@@ -127,9 +127,6 @@ impl Gateway {
         let sent = std::time::Instant::now();
         let mut resp = forward::forward(self, peer, parts, body).await;
         self.metrics.upstream_duration(sent.elapsed());
-        if is_event_stream(&resp) {
-            resp = resp.map(|body| self.metrics.track_sse(body));
-        }
         // Append, so an upstream `Vary` survives (upstream CORS headers were already dropped).
         for (name, value) in &cors::response_headers(&accepted) {
             resp.headers_mut().append(name, value.clone());
@@ -166,14 +163,6 @@ impl Gateway {
         }
         reply::json_rpc_error(StatusCode::FORBIDDEN, &rejection.message())
     }
-}
-
-/// Whether the upstream answered with an SSE stream.
-fn is_event_stream(resp: &Response<Body>) -> bool {
-    resp.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
 }
 
 /// `Content-Length`, when the client declared one.
