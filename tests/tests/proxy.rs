@@ -513,3 +513,49 @@ async fn shutdown_ends_sse_streams_cleanly_and_stops_serving() {
         "still accepting after shutdown"
     );
 }
+
+#[tokio::test]
+async fn upstream_that_never_accepts_gives_504_after_the_connect_timeout() {
+    // A listener with backlog 0 whose one queue slot is taken: the kernel drops further SYNs,
+    // so a connect hangs until the gateway's connect timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let stalled = socket.local_addr().unwrap();
+    let _listener = socket.listen(0).unwrap();
+    let _queued = TcpStream::connect(stalled).await.unwrap();
+
+    let mut opts = Options::default();
+    opts.limits.connect_timeout = Duration::from_millis(500);
+    let gw = TestGateway::start(stalled, opts).await;
+    let host = gw.host();
+    let (resp, body) = send_full(
+        gw.addr,
+        request("POST", "/mcp", &[("host", host.as_bytes())], INIT),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(json_rpc_error(&body).contains("did not accept the connection in time"));
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_wait_for_a_free_slot() {
+    let upstream = Upstream::start().await;
+    let mut opts = Options::default();
+    opts.limits.max_connections = 1;
+    let gw = TestGateway::start(upstream.addr, opts).await;
+    let host = gw.host();
+    // The only slot: an idle keep-alive connection.
+    let holder = TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let req = request("POST", "/mcp", &[("host", host.as_bytes())], INIT);
+    let second = tokio::spawn(send_full(gw.addr, req));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!second.is_finished(), "served beyond the connection cap");
+    assert!(upstream.requests().is_empty());
+    drop(holder);
+    let (resp, _) = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("served once the slot was free")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
