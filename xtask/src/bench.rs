@@ -123,7 +123,9 @@ pub fn bench(seconds: u32, connections: u32) -> anyhow::Result<()> {
 
 fn nginx_conf(up: u16, proxy: u16) -> String {
     format!(
-        r#"worker_processes 1;
+        // One process (no master): killing the child we started stops all of nginx.
+        r#"master_process off;
+worker_processes 1;
 pid nginx.pid;
 error_log logs/error.log warn;
 events {{ worker_connections 1024; }}
