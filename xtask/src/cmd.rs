@@ -71,6 +71,11 @@ pub fn ensure_apt(needs: &[(&str, &str)]) -> anyhow::Result<()> {
             missing.join(" ")
         );
     }
+    apt_install(&missing)
+}
+
+/// `apt-get update` and `apt-get install` of `packages` (root).
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     // Wait for a dpkg lock held by another installer instead of failing at once.
     let apt = |args: &[&str]| {
         let mut cmd = Command::new("apt-get");
@@ -80,5 +85,5 @@ pub fn ensure_apt(needs: &[(&str, &str)]) -> anyhow::Result<()> {
         cmd
     };
     run(&mut apt(&["update"]))?;
-    run(apt(&["install", "-y", "--no-install-recommends"]).args(&missing))
+    run(apt(&["install", "-y", "--no-install-recommends"]).args(packages))
 }

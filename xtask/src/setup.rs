@@ -78,7 +78,9 @@ fn tools_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn ebpf_toolchain() -> anyhow::Result<Toolchain> {
-    let nightly = match rustup_toolchain("nightly", true) {
+    // Overridable so the Debian fallback can be exercised on a machine that has nightly.
+    let name = env::var("MCP_GATEWAY_NIGHTLY").unwrap_or_else(|_| "nightly".to_owned());
+    let nightly = match rustup_toolchain(&name, true) {
         Ok(tc) => return Ok(tc),
         Err(err) => err,
     };
@@ -134,9 +136,12 @@ fn rustup_toolchain(name: &str, add_src: bool) -> anyhow::Result<Toolchain> {
             "toolchain `{name}` uses LLVM {llvm}; bpf-linker {BPF_LINKER_VERSION} here needs LLVM {LLVM_MAJOR}"
         );
     }
-    let libllvm = find_libllvm(&[sysroot.join("lib")]).with_context(|| {
-        format!("toolchain `{name}` ships no libLLVM {LLVM_MAJOR} shared library")
-    })?;
+    // rustup ships libLLVM in the sysroot; Debian's compiler links the system one (libllvm22).
+    let system_lib = PathBuf::from(format!("/usr/lib/{}-linux-gnu", env::consts::ARCH));
+    let libllvm = find_libllvm(&[sysroot.join("lib"), system_lib, PathBuf::from("/usr/lib")])
+        .with_context(|| {
+            format!("no libLLVM {LLVM_MAJOR} shared library for toolchain `{name}`")
+        })?;
     Ok(Toolchain {
         name: name.to_owned(),
         libllvm,
@@ -163,29 +168,11 @@ fn debian_toolchain() -> anyhow::Result<Toolchain> {
                     DEBIAN_PACKAGES.join(" ")
                 );
             }
-            cmd::run(
-                Command::new("apt-get")
-                    .arg("update")
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
-            cmd::run(
-                Command::new("apt-get")
-                    .args(["install", "-y", "--no-install-recommends"])
-                    .args(DEBIAN_PACKAGES)
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
+            cmd::apt_install(&DEBIAN_PACKAGES)?;
         }
         cmd::run(Command::new("rustup").args(["toolchain", "link", DEBIAN_TOOLCHAIN, "/usr"]))?;
     }
-    let mut tc = rustup_toolchain(DEBIAN_TOOLCHAIN, false)?;
-    // Debian's compiler links the system libLLVM (package libllvm22).
-    if let Some(lib) = find_libllvm(&[
-        PathBuf::from("/usr/lib/x86_64-linux-gnu"),
-        PathBuf::from("/usr/lib"),
-    ]) {
-        tc.libllvm = lib;
-    }
-    Ok(tc)
+    rustup_toolchain(DEBIAN_TOOLCHAIN, false)
 }
 
 /// An LLVM 22 shared library in `dirs`: a real ELF file (rustup also ships a linker script named
