@@ -49,7 +49,12 @@ pub struct RunArgs {
     )]
     pub allowed_hosts: Option<Vec<String>>,
     /// Permit a non-loopback listen address (also needs --auth-token-file).
-    #[arg(long, env = "MCP_GATEWAY_ALLOW_NON_LOOPBACK")]
+    #[arg(
+        long,
+        env = "MCP_GATEWAY_ALLOW_NON_LOOPBACK",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
     pub allow_non_loopback: Option<bool>,
     /// File holding a bearer token that every request must present.
     #[arg(long, env = "MCP_GATEWAY_AUTH_TOKEN_FILE")]

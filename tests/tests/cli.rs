@@ -139,7 +139,7 @@ fn non_loopback_listen_needs_the_flag_and_a_token() {
         "0.0.0.0:0",
     ];
     for extra in [
-        vec!["--allow-non-loopback", "true"],
+        vec!["--allow-non-loopback"],
         vec!["--auth-token-file", token],
     ] {
         let out = output(run_cmd(&base).args(&extra));
