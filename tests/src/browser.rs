@@ -16,7 +16,10 @@ use std::{
 
 use serde_json::Value;
 
-use crate::e2e::{FileLock, TempDir, assets};
+use crate::{
+    e2e::{TempDir, assets},
+    tools::{self, FileLock},
+};
 
 /// Where Debian's `chromium` package installs the browser.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -32,45 +35,7 @@ pub fn chromium() -> PathBuf {
     if bin.is_file() {
         return bin;
     }
-    let _lock = FileLock::acquire(Path::new("/tmp/mcp-gateway-e2e-apt.lock"));
-    if bin.is_file() {
-        return bin;
-    }
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    assert!(
-        root,
-        "{CHROMIUM} is missing and installing it needs root: run `sudo apt-get update && sudo \
-         apt-get install -y chromium`"
-    );
-    let apt = |args: &[&str]| {
-        Command::new(args[0])
-            .args(&args[1..])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .output()
-            .expect("running apt-get")
-    };
-    let update = apt(&["apt-get", "update"]);
-    let mut install = apt(&["apt-get", "install", "-y", "chromium"]);
-    if !install.status.success() {
-        // A package whose configuration failed (seen once here: dpkg exit 2) is finished by
-        // dpkg --configure; then try once more.
-        let _ = apt(&["dpkg", "--configure", "-a"]);
-        install = apt(&["apt-get", "install", "-y", "chromium"]);
-    }
-    let tail = |out: &std::process::Output| {
-        let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    };
-    assert!(
-        install.status.success(),
-        "installing Chromium failed; run `apt-get update && apt-get install -y chromium`.\n\
-         apt-get update: {}\napt-get install:\n{}",
-        update.status,
-        tail(&install)
-    );
+    tools::ensure_apt("chromium", &["chromium"]);
     assert!(
         bin.is_file(),
         "apt-get installed chromium but {CHROMIUM} is missing"

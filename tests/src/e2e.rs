@@ -4,10 +4,9 @@
 //! Installs are guarded by a file lock, so concurrent test processes install once, and stamped
 //! with the pinned manifest, so a changed pin reinstalls.
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -17,35 +16,14 @@ use std::{
 
 use serde_json::Value;
 
-use crate::process::{ChildGuard, gateway_bin};
+use crate::{
+    process::{ChildGuard, gateway_bin},
+    tools::FileLock,
+};
 
 /// `tests/e2e`: the non-Rust assets, and the virtualenv and node_modules the tests install.
 pub fn assets() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e")
-}
-
-/// An exclusive `flock` on a file, held until drop.
-pub struct FileLock(#[expect(dead_code, reason = "held for its lock")] File);
-
-impl FileLock {
-    pub fn acquire(path: &Path) -> Self {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .unwrap_or_else(|e| panic!("opening lock file {}: {e}", path.display()));
-        // SAFETY: a valid, open descriptor; the lock is released when the file is closed.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(
-            rc,
-            0,
-            "locking {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
-        Self(file)
-    }
 }
 
 /// A directory of the test's own under the system temp dir, removed on drop.

@@ -5,9 +5,9 @@
 //! it can't, the test fails with the command to run: a missing tool never makes a test pass.
 use std::{
     env,
-    fs::File,
+    fs::{File, OpenOptions},
     os::fd::AsRawFd as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::Mutex,
 };
@@ -37,10 +37,7 @@ pub fn ensure_apt(package: &str, binaries: &[&str]) -> Vec<PathBuf> {
     let _guard = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let lock = File::create("/tmp/mcp-gateway-tests-apt.lock").expect("creating the apt lock file");
-    // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
-    let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(locked, 0, "locking /tmp/mcp-gateway-tests-apt.lock");
+    let _lock = FileLock::acquire(Path::new("/tmp/mcp-gateway-tests-apt.lock"));
     // Another process may have installed it while we waited.
     if let Some(paths) = found() {
         return paths;
@@ -53,24 +50,65 @@ pub fn ensure_apt(package: &str, binaries: &[&str]) -> Vec<PathBuf> {
         0,
         "{binaries:?} missing and this test is not root to install them; run: {fix}"
     );
-    for args in [
-        vec!["update"],
-        vec!["install", "-y", "--no-install-recommends", package],
-    ] {
-        eprintln!("tests: apt-get {}", args.join(" "));
-        let status = Command::new("apt-get")
-            .args(&args)
+    let run = |program: &str, args: &[&str]| {
+        eprintln!("tests: {program} {}", args.join(" "));
+        Command::new(program)
+            .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("running apt-get: {e}; run: {fix}"));
-        assert!(
-            status.success(),
-            "apt-get {args:?} failed ({status}); run: {fix}"
-        );
+            .output()
+            .unwrap_or_else(|e| panic!("running {program}: {e}; run: {fix}"))
+    };
+    // Wait for a dpkg lock held by another installer (xtask, a person) instead of failing.
+    let apt = |args: &[&str]| {
+        run(
+            "apt-get",
+            &[&["-o", "DPkg::Lock::Timeout=600"], args].concat(),
+        )
+    };
+    let update = apt(&["update"]);
+    let install_args = ["install", "-y", "--no-install-recommends", package];
+    let mut install = apt(&install_args);
+    if !install.status.success() {
+        // A package whose configuration failed (seen once with chromium: dpkg exit 2) is
+        // finished by `dpkg --configure -a`; then try once more.
+        let _ = run("dpkg", &["--configure", "-a"]);
+        install = apt(&install_args);
     }
+    let text = String::from_utf8_lossy(&install.stdout) + String::from_utf8_lossy(&install.stderr);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        install.status.success(),
+        "installing {package} failed; run: {fix}\napt-get update: {}\napt-get install:\n{}",
+        update.status,
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    );
     found()
         .unwrap_or_else(|| panic!("{package} installed but {binaries:?} still missing; run: {fix}"))
+}
+
+/// An exclusive `flock` on a file, held until drop: serialises installs across test processes.
+pub struct FileLock(#[expect(dead_code, reason = "held for its lock")] File);
+
+impl FileLock {
+    pub fn acquire(path: &Path) -> Self {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("opening lock file {}: {e}", path.display()));
+        // SAFETY: a valid, open descriptor; the lock is released when the file is closed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(
+            rc,
+            0,
+            "locking {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        Self(file)
+    }
 }
 
 /// `promtool` (Debian's `prometheus` package).
