@@ -449,3 +449,34 @@ fn deploy_rules_config_and_dashboard_are_valid_and_name_real_metrics() {
         }
     }
 }
+
+#[tokio::test]
+async fn metrics_on_loopback_refuse_rebound_hosts_and_browser_origins() {
+    use mcp_gateway_tests::client::{request, send_full};
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(upstream.addr, Options::default()).await;
+    let port = gw.metrics_addr.port();
+    let own = format!("127.0.0.1:{port}");
+    let rebound = format!("rebind.test:{port}");
+    let localhost = format!("localhost:{port}");
+    let cases: [(&[(&str, &[u8])], u16); 4] = [
+        (&[("host", own.as_bytes())], 200),
+        (&[("host", localhost.as_bytes())], 200),
+        (&[("host", rebound.as_bytes())], 403),
+        (
+            &[("host", own.as_bytes()), ("origin", b"http://evil.test")],
+            403,
+        ),
+    ];
+    for (headers, want) in cases {
+        let (resp, body) =
+            send_full(gw.metrics_addr, request("GET", "/metrics", headers, b"")).await;
+        assert_eq!(resp.status().as_u16(), want, "{headers:?}");
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(
+            body.contains("mcp_gateway_build_info"),
+            want == 200,
+            "{headers:?}: {body}"
+        );
+    }
+}

@@ -11,12 +11,29 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{Metrics, encode::Format};
+use crate::policy::{Mode, Policy, PolicySettings};
 
 /// Scrapers served at once; more wait in the backlog.
 const MAX_CONNECTIONS: usize = 16;
 
 /// Serves `GET /metrics` on `listener` until `shutdown` fires.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    // On loopback, /metrics gets the proxy's own DNS-rebinding defence: loopback Host on this
+    // port, and no browser Origin (strict mode, none allowed). Prometheus sends neither.
+    let guard = listener
+        .local_addr()
+        .ok()
+        .filter(|addr| addr.ip().is_loopback())
+        .and_then(|listen| {
+            Policy::new(&PolicySettings {
+                mode: Mode::Strict,
+                listen,
+                allowed_hosts: Vec::new(),
+                allowed_origins: Vec::new(),
+            })
+            .ok()
+        })
+        .map(Arc::new);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -38,9 +55,20 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: Cance
             () = shutdown.cancelled() => return,
         };
         let metrics = metrics.clone();
-        let service = service_fn(move |req| {
-            let metrics = metrics.clone();
-            async move { Ok::<_, Infallible>(answer(&metrics, &req)) }
+        let guard = guard.clone();
+        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+            let (parts, _body) = req.into_parts();
+            let resp = match guard.as_deref().map(|policy| policy.verify(&parts)) {
+                Some(Err(rejection)) => {
+                    tracing::debug!(reason = rejection.reason.as_str(), value = ?rejection.value, "metrics: rejected request");
+                    plain(
+                        StatusCode::FORBIDDEN,
+                        "forbidden: Host or Origin not allowed\n",
+                    )
+                }
+                _ => answer(&metrics, &Request::from_parts(parts, ())),
+            };
+            async move { Ok::<_, Infallible>(resp) }
         });
         tokio::spawn(async move {
             let conn = http1::Builder::new()
