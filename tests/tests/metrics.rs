@@ -459,7 +459,9 @@ async fn metrics_on_loopback_refuse_rebound_hosts_and_browser_origins() {
     let own = format!("127.0.0.1:{port}");
     let rebound = format!("rebind.test:{port}");
     let localhost = format!("localhost:{port}");
-    let cases: [(&[(&str, &[u8])], u16); 4] = [
+    // (request headers, expected status)
+    type Case<'a> = (&'a [(&'a str, &'a [u8])], u16);
+    let cases: [Case; 4] = [
         (&[("host", own.as_bytes())], 200),
         (&[("host", localhost.as_bytes())], 200),
         (&[("host", rebound.as_bytes())], 403),
