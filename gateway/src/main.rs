@@ -4,6 +4,11 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use mcp_gateway::cli::{Cli, Command, check, kernel, stats};
 
+/// The proxy allocates per request (header maps, bodies); mimalloc gave ~8% more throughput than
+/// glibc's malloc, measured side by side with wrk (three alternating 4 s runs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
