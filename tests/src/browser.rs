@@ -5,7 +5,7 @@ use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     sync::{
         Arc, Condvar, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::{
     e2e::{TempDir, assets},
+    process::in_cgroup,
     tools::{self, FileLock},
 };
 
@@ -59,18 +60,7 @@ impl Chromium {
         let profile = TempDir::new("chromium");
         let data_dir = profile.path().join("profile");
         let log = fs::File::create(profile.path().join("chromium.log")).expect("chromium log");
-        let mut cmd = match cgroup {
-            Some(cgroup) => {
-                let mut sh = Command::new("sh");
-                sh.arg("-c")
-                    .arg("echo $$ > \"$1/cgroup.procs\" && shift && exec \"$@\"")
-                    .arg("sh")
-                    .arg(cgroup)
-                    .arg(&bin);
-                sh
-            }
-            None => Command::new(&bin),
-        };
+        let mut cmd = in_cgroup(cgroup, &bin);
         cmd.args([
             // No display here.
             "--headless",

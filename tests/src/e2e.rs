@@ -17,7 +17,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    process::{ChildGuard, gateway_bin},
+    process::{ChildGuard, clean_gateway_env, gateway_bin, in_cgroup},
     tools::FileLock,
 };
 
@@ -341,35 +341,19 @@ impl Gateway {
         let dir = TempDir::new("gateway");
         let log = dir.path().join("gateway.log");
         let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut cmd = match cgroup {
-            // Joins the cgroup before exec, so the gateway starts there.
-            Some(cgroup) => {
-                let mut sh = Command::new("sh");
-                sh.arg("-c")
-                    .arg("echo $$ > \"$1/cgroup.procs\" && shift && exec \"$@\"")
-                    .arg("sh")
-                    .arg(cgroup)
-                    .arg(gateway_bin());
-                sh
-            }
-            None => Command::new(gateway_bin()),
-        };
+        let mut cmd = in_cgroup(cgroup, &gateway_bin());
         cmd.args(["run", "--upstream"])
             .arg(format!("http://127.0.0.1:{upstream_port}/mcp"))
             .arg("--listen")
             .arg(listen.to_string())
             .args(["--log-format", "json"])
             .args(flags)
-            .env("RUST_LOG", "info")
             .stderr(File::create(&log).expect("creating the gateway log"));
         // Never the default metrics port: gateways of concurrent tests would collide there.
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         cmd.arg("--metrics-listen").arg(metrics.to_string());
-        for (key, _) in std::env::vars() {
-            if key.starts_with("MCP_GATEWAY_") && key != "MCP_GATEWAY_BIN" {
-                cmd.env_remove(key);
-            }
-        }
+        // Only the flags above configure it.
+        clean_gateway_env(&mut cmd).env("RUST_LOG", "info");
         let child = ChildGuard::spawn(&mut cmd);
         let gateway = Self {
             listen,

@@ -1,7 +1,7 @@
 //! Child processes that are killed and reaped when the guard drops.
 use std::{
     io::{BufRead as _, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -87,6 +87,42 @@ impl Drop for ChildGuard {
 /// The `netprobe` helper built with these tests.
 pub fn netprobe() -> Command {
     Command::new(target_bin("netprobe"))
+}
+
+/// `mcp-gateway` with a clean environment: no `RUST_LOG` and no `MCP_GATEWAY_*` setting, so only
+/// the test's flags configure it.
+pub fn gateway_command() -> Command {
+    let mut cmd = Command::new(gateway_bin());
+    clean_gateway_env(&mut cmd);
+    cmd
+}
+
+/// Removes `RUST_LOG` and every `MCP_GATEWAY_*` variable from `cmd`'s environment.
+pub fn clean_gateway_env(cmd: &mut Command) -> &mut Command {
+    cmd.env_remove("RUST_LOG");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MCP_GATEWAY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// `program` started inside `cgroup` when given: a shell joins the cgroup, then execs it, so
+/// the program and everything it forks belong to the cgroup from the start.
+pub fn in_cgroup(cgroup: Option<&Path>, program: &Path) -> Command {
+    match cgroup {
+        Some(cgroup) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg("echo $$ > \"$1/cgroup.procs\" && shift && exec \"$@\"")
+                .arg("sh")
+                .arg(cgroup)
+                .arg(program);
+            sh
+        }
+        None => Command::new(program),
+    }
 }
 
 /// The `mcp-gateway` binary under test: `$MCP_GATEWAY_BIN` (set by `cargo xtask test`), else the

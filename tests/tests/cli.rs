@@ -10,16 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcp_gateway_tests::process::gateway_bin;
+use mcp_gateway_tests::process::gateway_command;
 
 fn gateway(args: &[&str]) -> Command {
-    let mut cmd = Command::new(gateway_bin());
-    cmd.args(args).env_remove("RUST_LOG");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MCP_GATEWAY_") && key != "MCP_GATEWAY_BIN" {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = gateway_command();
+    cmd.args(args);
     cmd
 }
 

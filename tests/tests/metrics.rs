@@ -12,7 +12,7 @@ use std::{
 
 use mcp_gateway_tests::{
     gateway::{BinaryGateway, Options, TestGateway, hammer},
-    process::gateway_bin,
+    process::gateway_command,
     prometheus::{
         PrometheusServer, Sample, free_port, http_get, parse, promtool_check, rejections, scrape,
     },
@@ -318,13 +318,8 @@ fn a_real_prometheus_scrapes_the_rejection_counts() {
 }
 
 fn gateway(args: &[&str]) -> Command {
-    let mut cmd = Command::new(gateway_bin());
-    cmd.args(args).env_remove("RUST_LOG");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MCP_GATEWAY_") && key != "MCP_GATEWAY_BIN" {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = gateway_command();
+    cmd.args(args);
     cmd.stdin(Stdio::null());
     cmd
 }

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cmd, run::target_dir, setup};
+use crate::{cmd, run::build_release};
 
 const BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
 const ANSWER: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","description":"Echo the input","inputSchema":{"type":"object"}}]}}"#;
@@ -38,21 +38,8 @@ struct Result {
 }
 
 pub fn bench(seconds: u32, connections: u32) -> anyhow::Result<()> {
-    let tools = setup::setup()?;
     cmd::ensure_apt(&[("nginx", "nginx"), ("wrk", "wrk")])?;
-    cmd::run(
-        cmd::cargo()
-            .args([
-                "build",
-                "--release",
-                "--package",
-                "gateway",
-                "--bin",
-                "mcp-gateway",
-            ])
-            .env("PATH", tools.path()?),
-    )?;
-    let gateway_bin = target_dir().join("release").join("mcp-gateway");
+    let gateway_bin = build_release()?;
 
     let dir = std::env::temp_dir().join(format!("mcp-gateway-bench-{}", std::process::id()));
     fs::create_dir_all(dir.join("logs"))?;

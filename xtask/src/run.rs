@@ -6,6 +6,23 @@ use anyhow::Context as _;
 use crate::{cmd, setup};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let bin = build_release()?;
+    // Attaching cgroup programs needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN).
+    let mut gateway = if cmd::is_root() {
+        Command::new(&bin)
+    } else {
+        eprintln!("xtask: not root; starting mcp-gateway through `sudo -E`");
+        let mut sudo = Command::new("sudo");
+        sudo.arg("-E").arg(&bin);
+        sudo
+    };
+    gateway.args(args);
+    // exec only returns on failure.
+    Err(gateway.exec()).with_context(|| format!("could not start {}", bin.display()))
+}
+
+/// Sets up the toolchain and builds `mcp-gateway` (release); returns the binary's path.
+pub fn build_release() -> anyhow::Result<PathBuf> {
     let tools = setup::setup()?;
     cmd::run(
         cmd::cargo()
@@ -19,19 +36,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             ])
             .env("PATH", tools.path()?),
     )?;
-    let bin = target_dir().join("release").join("mcp-gateway");
-    // Attaching cgroup programs needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN).
-    let mut gateway = if cmd::is_root() {
-        Command::new(&bin)
-    } else {
-        eprintln!("xtask: not root; starting mcp-gateway through `sudo -E`");
-        let mut sudo = Command::new("sudo");
-        sudo.arg("-E").arg(&bin);
-        sudo
-    };
-    gateway.args(args);
-    // exec only returns on failure.
-    Err(gateway.exec()).with_context(|| format!("could not start {}", bin.display()))
+    Ok(target_dir().join("release").join("mcp-gateway"))
 }
 
 /// Cargo's target directory for this workspace.
