@@ -37,7 +37,10 @@ pub fn init_tracing(format: LogFormat) {
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+        .with_ansi(ansi)
+        // A closed stderr (a log pipe that went away) must not take the gateway down: by
+        // default tracing reports a failed write with eprintln!, which panics on a broken pipe.
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

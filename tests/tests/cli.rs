@@ -211,3 +211,43 @@ fn sigterm_shuts_down_gracefully() {
     assert!(status.success(), "exit {status}: {stderr}");
     assert!(stderr.contains("SIGTERM"), "{stderr}");
 }
+
+#[test]
+fn a_closed_stderr_does_not_stop_the_gateway() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = run_cmd(&["--upstream", "http://127.0.0.1:9/mcp", "--listen", &listen])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The log reader goes away at once, as a log pipe whose reader died would.
+    drop(child.stderr.take());
+    assert!(
+        wait_listening(listen.parse().unwrap()),
+        "the gateway died writing its start-up logs to a closed stderr"
+    );
+    // A rejection is logged (to the closed pipe) and still answered.
+    let mut conn = TcpStream::connect(&listen).unwrap();
+    conn.write_all(b"POST /mcp HTTP/1.1\r\nHost: rebind.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(
+        unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) },
+        0
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "SIGTERM did not stop it"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit {status}");
+}
