@@ -5,7 +5,7 @@
 use std::{
     io::Write as _,
     net::{SocketAddr, TcpListener, TcpStream},
-    process::{Command, Output, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -28,6 +28,24 @@ fn run_cmd(args: &[&str]) -> Command {
 
 fn output(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("run mcp-gateway")
+}
+
+/// Sends SIGTERM and waits (up to 10 s) for the child to exit.
+fn terminate(child: &mut Child) -> ExitStatus {
+    // SAFETY: plain kill(2) on our own child.
+    let sent = unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn free_port() -> u16 {
@@ -192,20 +210,7 @@ fn sigterm_shuts_down_gracefully() {
         .spawn()
         .unwrap();
     assert!(wait_listening(listen.parse().unwrap()));
-    let pid = i32::try_from(child.id()).unwrap();
-    // SAFETY: plain kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "still running after SIGTERM"
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
+    let status = terminate(&mut child);
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "exit {status}: {stderr}");
@@ -233,21 +238,6 @@ fn a_closed_stderr_does_not_stop_the_gateway() {
     let mut answer = String::new();
     std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
-    // SAFETY: plain kill(2) on our own child.
-    assert_eq!(
-        unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) },
-        0
-    );
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "SIGTERM did not stop it"
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
+    let status = terminate(&mut child);
     assert!(status.success(), "exit {status}");
 }

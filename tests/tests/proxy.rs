@@ -25,6 +25,16 @@ fn json_rpc_error(body: &[u8]) -> String {
     v["error"]["message"].as_str().expect("message").to_owned()
 }
 
+/// A legitimate client's `initialize` POST to the gateway, read in full.
+async fn post_init(gw: &TestGateway) -> (http::Response<()>, bytes::Bytes) {
+    let host = gw.host();
+    send_full(
+        gw.addr,
+        request("POST", "/mcp", &[("host", host.as_bytes())], INIT),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn allowed_request_arrives_intact_direct_and_through_the_gateway() {
     let upstream = Upstream::start().await;
@@ -250,11 +260,7 @@ async fn session_headers_and_statuses_round_trip() {
     let upstream = Upstream::start().await;
     let gw = TestGateway::start(upstream.addr, Options::default()).await;
     let host = gw.host();
-    let (resp, _) = send_full(
-        gw.addr,
-        request("POST", "/mcp", &[("host", host.as_bytes())], INIT),
-    )
-    .await;
+    let (resp, _) = post_init(&gw).await;
     let session = resp.headers()["mcp-session-id"].clone();
     let req = request(
         "DELETE",
@@ -349,12 +355,7 @@ async fn dead_upstream_gives_502() {
         .local_addr()
         .unwrap();
     let gw = TestGateway::start(dead, Options::default()).await;
-    let host = gw.host();
-    let (resp, body) = send_full(
-        gw.addr,
-        request("POST", "/mcp", &[("host", host.as_bytes())], INIT),
-    )
-    .await;
+    let (resp, body) = post_init(&gw).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     assert!(json_rpc_error(&body).contains("unreachable"));
 }
@@ -396,11 +397,7 @@ async fn bearer_token_is_required_and_not_forwarded() {
     };
     let gw = TestGateway::start(upstream.addr, opts).await;
     let host = gw.host();
-    let (resp, body) = send_full(
-        gw.addr,
-        request("POST", "/mcp", &[("host", host.as_bytes())], INIT),
-    )
-    .await;
+    let (resp, body) = post_init(&gw).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert!(
         resp.headers()["www-authenticate"]
@@ -431,7 +428,6 @@ async fn slowloris_is_cut_at_the_header_timeout_while_others_are_served() {
     let mut opts = Options::default();
     opts.limits.header_timeout = Duration::from_secs(2);
     let gw = TestGateway::start(upstream.addr, opts).await;
-    let host = gw.host();
     let addr = gw.addr;
     let slow = tokio::spawn(async move {
         let mut conn = TcpStream::connect(addr).await.unwrap();
@@ -453,11 +449,7 @@ async fn slowloris_is_cut_at_the_header_timeout_while_others_are_served() {
     });
     // Meanwhile a normal client is served.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (resp, _) = send_full(
-        gw.addr,
-        request("POST", "/mcp", &[("host", host.as_bytes())], INIT),
-    )
-    .await;
+    let (resp, _) = post_init(&gw).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let cut_after = slow.await.unwrap();
     assert!(
@@ -527,12 +519,7 @@ async fn upstream_that_never_accepts_gives_504_after_the_connect_timeout() {
     let mut opts = Options::default();
     opts.limits.connect_timeout = Duration::from_millis(500);
     let gw = TestGateway::start(stalled, opts).await;
-    let host = gw.host();
-    let (resp, body) = send_full(
-        gw.addr,
-        request("POST", "/mcp", &[("host", host.as_bytes())], INIT),
-    )
-    .await;
+    let (resp, body) = post_init(&gw).await;
     assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(json_rpc_error(&body).contains("did not accept the connection in time"));
 }
