@@ -4,9 +4,12 @@
 //! thing on both sides of a BPF map. Ports are in host byte order in every map.
 #![no_std]
 
-/// Version of the map layouts below. Pinned maps are named with it, so a gateway whose layouts
-/// changed never reuses maps pinned by an older one.
-pub const LAYOUT_VERSION: u32 = 2;
+/// Version of the map layouts below. Everything a gateway pins lives in the pin directory's
+/// `v<LAYOUT_VERSION>` subdirectory, so builds with different layouts never reuse, replace or
+/// remove each other's maps and links.
+///
+/// 3: `ALLOWED_CGROUPS` keyed by (cgroup, port); the `INSTANCES` registry.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Names of the programs in the embedded eBPF object.
 pub mod program {
@@ -30,20 +33,27 @@ pub mod map {
     pub const SKB_STATS: &str = "SKB_STATS";
     /// `HashMap<u16 port, PortPolicy>`: the protected ports.
     pub const PROTECTED_PORTS: &str = "PROTECTED_PORTS";
-    /// `HashMap<u64 cgroup id, u8>`: cgroups allowed to connect to exclusive ports.
+    /// `HashMap<CgroupPort, u8>`: which cgroup may connect to which exclusive port.
     pub const ALLOWED_CGROUPS: &str = "ALLOWED_CGROUPS";
     /// `LruPerCpuHashMap<CounterKey, u64>`: events by reason, address and port.
     pub const COUNTERS: &str = "COUNTERS";
-    /// Every map the gateway pins (aya-log's `AYA_LOGS` ring buffer is per process, not pinned).
+    /// `HashMap<u64 instance id, InstanceRecord>`: what each gateway instance claims. Written and
+    /// read by userspace only (created by the gateway, not part of the eBPF object); the two
+    /// config maps above always hold the union of these claims.
+    pub const INSTANCES: &str = "INSTANCES";
+    /// Every map of the eBPF object the gateway pins (aya-log's `AYA_LOGS` ring buffer is per
+    /// process, not pinned).
     pub const PINNED: [&str; 4] = [SKB_STATS, PROTECTED_PORTS, ALLOWED_CGROUPS, COUNTERS];
+    /// The config maps the programs read: always the union of the instances' claims.
+    pub const CONFIG_MAPS: [&str; 2] = [PROTECTED_PORTS, ALLOWED_CGROUPS];
     /// Maps that hold counters (kept by `mcp-gateway detach --keep-counters`).
     pub const COUNTER_MAPS: [&str; 2] = [SKB_STATS, COUNTERS];
 }
 
-/// Capacity of `PROTECTED_PORTS`.
-pub const MAX_PROTECTED_PORTS: u32 = 64;
-/// Capacity of `ALLOWED_CGROUPS`.
-pub const MAX_ALLOWED_CGROUPS: u32 = 64;
+/// Capacity of `PROTECTED_PORTS` (the union over every instance sharing the pin directory).
+pub const MAX_PROTECTED_PORTS: u32 = 256;
+/// Capacity of `ALLOWED_CGROUPS` (the union over every instance).
+pub const MAX_ALLOWED_CGROUPS: u32 = 256;
 /// Capacity of `COUNTERS`: distinct (reason, origin) keys kept, kernel and HTTP together. The map
 /// is LRU: when it is full the least recently bumped key is evicted, so a flood of spoofed
 /// sources or hostile origins can't stop new events from being counted (old ones may be
@@ -92,6 +102,130 @@ impl PortPolicy {
     }
 }
 
+/// Key of `ALLOWED_CGROUPS`: the cgroup `cgroup` may connect to the exclusive port `port`.
+///
+/// Per port, so one instance's gateway cgroup is never allowed onto another instance's
+/// exclusive upstream.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CgroupPort {
+    /// The cgroup id (`bpf_get_current_cgroup_id`: the cgroup directory's inode).
+    pub cgroup: u64,
+    /// Host byte order.
+    pub port: u16,
+    /// Zero: explicit, so the key has no implicit padding and equal pairs make equal keys.
+    pub pad: [u8; 6],
+}
+
+impl CgroupPort {
+    pub const fn new(cgroup: u64, port: u16) -> Self {
+        Self {
+            cgroup,
+            port,
+            pad: [0; 6],
+        }
+    }
+}
+
+/// Most instances one pin directory registers.
+pub const MAX_INSTANCES: u32 = 64;
+/// Most ports one instance claims.
+pub const MAX_INSTANCE_PORTS: usize = 32;
+/// Most (cgroup, port) pairs one instance allows.
+pub const MAX_INSTANCE_ALLOWED: usize = 32;
+/// Most servers one instance describes.
+pub const MAX_INSTANCE_SERVERS: usize = 16;
+/// Bytes of an instance name.
+pub const INSTANCE_NAME_LEN: usize = 64;
+/// Bytes of a server name in an [`InstanceRecord`].
+pub const SERVER_NAME_LEN: usize = 32;
+/// Bytes of a server's upstream text in an [`InstanceRecord`].
+pub const UPSTREAM_TEXT_LEN: usize = 96;
+
+/// Why an instance protects a port. Stored as `u8` in [`PortClaim::role`].
+pub mod port_role {
+    /// `--protect-port`: protected for its own sake.
+    pub const EXTRA: u8 = 0;
+    /// The upstream port of [`super::PortClaim::server`].
+    pub const UPSTREAM: u8 = 1;
+    /// The gateway's own listen port of [`super::PortClaim::server`].
+    pub const LISTEN: u8 = 2;
+}
+
+/// One port an instance protects, with its flags.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortClaim {
+    pub port: u16,
+    /// A [`port_role`] value.
+    pub role: u8,
+    /// Index into [`InstanceRecord::servers`] (meaningless for [`port_role::EXTRA`]).
+    pub server: u8,
+    /// `PortPolicy::*` bits.
+    pub flags: u32,
+}
+
+/// A server of an instance, for reports: its name and upstream (cut to fit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLabel {
+    pub name: [u8; SERVER_NAME_LEN],
+    pub upstream: [u8; UPSTREAM_TEXT_LEN],
+}
+
+/// Value of `INSTANCES`: everything one gateway instance claims, written in one update so a
+/// restart replaces its own claim atomically. Text fields are NUL-padded UTF-8.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstanceRecord {
+    /// The process holding the claim (liveness: it exists and started at `start_ticks`).
+    pub pid: u32,
+    pub n_ports: u8,
+    pub n_allowed: u8,
+    pub n_servers: u8,
+    /// Reserved, zero.
+    pub reserved: u8,
+    /// The process's start time in clock ticks after boot (`/proc/PID/stat` field 22), so a
+    /// recycled pid is not mistaken for the instance.
+    pub start_ticks: u64,
+    /// When the claim was written, seconds since the Unix epoch.
+    pub started_unix: u64,
+    /// The cgroup the instance's programs are attached to.
+    pub cgroup_id: u64,
+    pub name: [u8; INSTANCE_NAME_LEN],
+    pub ports: [PortClaim; MAX_INSTANCE_PORTS],
+    pub allowed: [CgroupPort; MAX_INSTANCE_ALLOWED],
+    pub servers: [ServerLabel; MAX_INSTANCE_SERVERS],
+}
+
+impl InstanceRecord {
+    /// An empty record (all zero).
+    pub const fn zeroed() -> Self {
+        Self {
+            pid: 0,
+            n_ports: 0,
+            n_allowed: 0,
+            n_servers: 0,
+            reserved: 0,
+            start_ticks: 0,
+            started_unix: 0,
+            cgroup_id: 0,
+            name: [0; INSTANCE_NAME_LEN],
+            ports: [PortClaim {
+                port: 0,
+                role: 0,
+                server: 0,
+                flags: 0,
+            }; MAX_INSTANCE_PORTS],
+            allowed: [CgroupPort::new(0, 0); MAX_INSTANCE_ALLOWED],
+            servers: [ServerLabel {
+                name: [0; SERVER_NAME_LEN],
+                upstream: [0; UPSTREAM_TEXT_LEN],
+            }; MAX_INSTANCE_SERVERS],
+        }
+    }
+}
+
 /// Why an event was counted. Stored as `u32` in [`CounterKey::reason`]. Kernel reasons are only
 /// ever written by the eBPF programs and HTTP reasons only by the gateway, so the two writers
 /// never touch the same key. Readers must accept unknown values (a newer writer may share the
@@ -116,11 +250,18 @@ pub enum Reason {
     FetchMetadata = 7,
     /// HTTP: the bearer token was missing or wrong.
     Auth = 8,
+    /// MCP: a `tools/call` of a tool the allowlists refuse.
+    Tool = 9,
+    /// MCP: a JSON-RPC method the allowlist refuses.
+    Method = 10,
+    /// MCP: a POST that is not a valid MCP message (wrong content type, malformed JSON-RPC,
+    /// headers that contradict the body).
+    Invalid = 11,
 }
 
 impl Reason {
     /// Every reason this build knows, kernel ones first.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 11] = [
         Self::NonLoopbackPacket,
         Self::BindDenied,
         Self::BindRewritten,
@@ -129,6 +270,9 @@ impl Reason {
         Self::Host,
         Self::FetchMetadata,
         Self::Auth,
+        Self::Tool,
+        Self::Method,
+        Self::Invalid,
     ];
 
     pub const fn from_u32(value: u32) -> Option<Self> {
@@ -141,6 +285,9 @@ impl Reason {
             6 => Self::Host,
             7 => Self::FetchMetadata,
             8 => Self::Auth,
+            9 => Self::Tool,
+            10 => Self::Method,
+            11 => Self::Invalid,
             _ => return None,
         })
     }
@@ -156,6 +303,9 @@ impl Reason {
             Self::Host => "host",
             Self::FetchMetadata => "fetch_metadata",
             Self::Auth => "auth",
+            Self::Tool => "tool",
+            Self::Method => "method",
+            Self::Invalid => "invalid",
         }
     }
 
@@ -186,13 +336,15 @@ pub mod origin_kind {
 /// - `NonLoopbackPacket`: the packet's source address; `port` the protected local port.
 /// - `BindDenied`/`BindRewritten`: the address and port bind() asked for.
 /// - `ConnectDenied`: the connect() destination address and port.
-/// - HTTP reasons: the text of the rejected Origin/Host (`port` 0).
+/// - HTTP reasons: the text of the rejected Origin/Host; `port` the listen port of the server
+///   that rejected it (so each instance and server reads back its own).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CounterKey {
     /// A [`Reason`] as `u32`.
     pub reason: u32,
-    /// Port, host byte order (address keys only).
+    /// Port, host byte order: the event's port (address keys), or the rejecting server's listen
+    /// port (text keys).
     pub port: u16,
     /// An [`origin_kind`] value.
     pub kind: u8,
@@ -220,8 +372,9 @@ impl CounterKey {
         }
     }
 
-    /// An HTTP rejection for the origin text `text`, cut to [`COUNTER_TEXT_LEN`] bytes.
-    pub fn text(reason: Reason, text: &[u8]) -> Self {
+    /// An HTTP rejection by the server listening on `port`, for the origin text `text`, cut to
+    /// [`COUNTER_TEXT_LEN`] bytes.
+    pub fn text(reason: Reason, port: u16, text: &[u8]) -> Self {
         let len = if text.len() < COUNTER_TEXT_LEN {
             text.len()
         } else {
@@ -231,7 +384,7 @@ impl CounterKey {
         data[..len].copy_from_slice(&text[..len]);
         Self {
             reason: reason as u32,
-            port: 0,
+            port,
             kind: origin_kind::TEXT,
             // COUNTER_TEXT_LEN fits in a u8 (asserted below).
             len: len as u8,
@@ -239,11 +392,11 @@ impl CounterKey {
         }
     }
 
-    /// The overflow bucket of `reason`.
-    pub const fn other(reason: Reason) -> Self {
+    /// The overflow bucket of `reason` for the server listening on `port`.
+    pub const fn other(reason: Reason, port: u16) -> Self {
         Self {
             reason: reason as u32,
-            port: 0,
+            port,
             kind: origin_kind::OTHER,
             len: 0,
             data: [0u8; COUNTER_TEXT_LEN],
@@ -280,8 +433,24 @@ mod pod {
     unsafe impl aya::Pod for super::PortPolicy {}
     // SAFETY: as above; every bit pattern is a valid value.
     unsafe impl aya::Pod for super::CounterKey {}
+    // SAFETY: as above (the padding is an explicit zero field).
+    unsafe impl aya::Pod for super::CgroupPort {}
+    // SAFETY: as above: integers and byte arrays only, sizes asserted below.
+    unsafe impl aya::Pod for super::InstanceRecord {}
 }
 
 const _: () = assert!(size_of::<CounterKey>() == 8 + COUNTER_TEXT_LEN);
 const _: () = assert!(COUNTER_TEXT_LEN <= u8::MAX as usize);
 const _: () = assert!(size_of::<PortPolicy>() == 4);
+const _: () = assert!(size_of::<CgroupPort>() == 16);
+const _: () = assert!(size_of::<PortClaim>() == 8);
+const _: () = assert!(size_of::<ServerLabel>() == SERVER_NAME_LEN + UPSTREAM_TEXT_LEN);
+const _: () = assert!(
+    size_of::<InstanceRecord>()
+        == 32
+            + INSTANCE_NAME_LEN
+            + 8 * MAX_INSTANCE_PORTS
+            + 16 * MAX_INSTANCE_ALLOWED
+            + (SERVER_NAME_LEN + UPSTREAM_TEXT_LEN) * MAX_INSTANCE_SERVERS
+);
+const _: () = assert!(MAX_INSTANCE_SERVERS <= u8::MAX as usize);

@@ -5,7 +5,7 @@
 //! - `mcp_bind4`/`mcp_bind6` (cgroup/bind*): a bind() of a protected port to a non-loopback
 //!   address is refused (EPERM) or moved to the family's loopback address, per the port's policy.
 //! - `mcp_connect4`/`mcp_connect6` (cgroup/connect*): a TCP connect() to an exclusive port on a
-//!   local address (loopback or unspecified) only from an allowed cgroup.
+//!   local address (loopback or unspecified) only from a cgroup allowed on that port.
 //!
 //! Configuration lives in maps written by userspace; every map is keyed by host-order ports.
 #![no_std]
@@ -20,8 +20,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use gateway_common::{
-    CounterKey, MAX_ALLOWED_CGROUPS, MAX_COUNTER_KEYS, MAX_PROTECTED_PORTS, PortPolicy, Reason,
-    SkbStat,
+    CgroupPort, CounterKey, MAX_ALLOWED_CGROUPS, MAX_COUNTER_KEYS, MAX_PROTECTED_PORTS, PortPolicy,
+    Reason, SkbStat,
 };
 
 /// Verdicts of `cgroup_skb` and `cgroup/sock_addr` programs.
@@ -41,7 +41,7 @@ static PROTECTED_PORTS: HashMap<u16, PortPolicy> =
     HashMap::with_max_entries(MAX_PROTECTED_PORTS, 0);
 
 #[map(name = "ALLOWED_CGROUPS")]
-static ALLOWED_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_ALLOWED_CGROUPS, 0);
+static ALLOWED_CGROUPS: HashMap<CgroupPort, u8> = HashMap::with_max_entries(MAX_ALLOWED_CGROUPS, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: LruPerCpuHashMap<CounterKey, u64> =
@@ -206,8 +206,10 @@ fn connect_verdict(ctx: &SockAddrContext, addr: [u8; 16]) -> Result<i32, i64> {
     }
     // SAFETY: a helper without arguments, allowed in cgroup/connect programs (Linux 4.18).
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // Per port: a cgroup allowed onto one instance's upstream is not allowed onto another's.
+    let key = CgroupPort::new(cgroup, port);
     // SAFETY: the value is only checked for presence, never read through the pointer.
-    if unsafe { ALLOWED_CGROUPS.get(cgroup) }.is_some() {
+    if unsafe { ALLOWED_CGROUPS.get(&key) }.is_some() {
         return Ok(PASS);
     }
     count(&CounterKey::new(Reason::ConnectDenied, addr, port));

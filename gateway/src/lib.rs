@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod ebpf;
+pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

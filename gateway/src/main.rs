@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Detach(args) => kernel::detach(args).map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => kernel::doctor(args),
+        Command::Status(args) => kernel::status(args),
         Command::Stats(args) => stats::run(args),
     };
     result.unwrap_or_else(|err| {

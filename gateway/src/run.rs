@@ -1,22 +1,27 @@
-//! `mcp-gateway run`: resolve settings, start logging, bind, enforce, serve until a signal.
-use std::{process::ExitCode, sync::Arc};
+//! `mcp-gateway run`: resolve settings, start logging, bind every server, enforce the union of
+//! their ports, serve until a signal.
+use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
+    task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::{
-    cli::kernel,
-    config::{LogFormat, MetricsSettings, RunArgs, Settings},
-    metrics::{self, Metrics},
-    policy::{Policy, PolicySettings},
+    cli::kernel::{self, ServerPorts},
+    config::{self, LogFormat, MetricsSettings, RunArgs, ServerSettings, Settings},
+    ebpf::enforce::KernelCheck,
+    metrics::{self, Metrics, ServerInfo},
     proxy::{self, Gateway},
-    security_log,
+    security_log::{self, RejectionLog},
 };
+
+/// How often a running gateway checks that its kernel claim is still in force.
+const ENFORCEMENT_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.resolve().context("invalid configuration")?;
@@ -25,7 +30,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, settings))?;
+    runtime.block_on(serve(settings))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -47,66 +52,155 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
-async fn serve(args: &RunArgs, settings: Settings) -> anyhow::Result<()> {
+/// Binds every server's listener; a busy address fails the start before anything is enforced.
+async fn bind(servers: Vec<ServerSettings>) -> anyhow::Result<Vec<(ServerSettings, TcpListener)>> {
+    let mut bound = Vec::with_capacity(servers.len());
+    for mut server in servers {
+        if !server.listen.ip().is_loopback() {
+            tracing::warn!(
+                server = %server.name, listen = %server.listen,
+                "LISTENING ON A NON-LOOPBACK ADDRESS: other hosts can reach this gateway; every request must carry the bearer token"
+            );
+        }
+        if server.auth_token.is_some() {
+            tracing::warn!(server = %server.name, "bearer-token authentication is ON: requests without the token get 401");
+        }
+        let listen = server.listen;
+        let listener = TcpListener::bind(listen).await.with_context(|| {
+            format!(
+                "server `{}`: listening on {listen}: is another process using it? Choose another \
+                 address with --listen (or `listen` in its [[server]] table)",
+                server.name
+            )
+        })?;
+        // The real port (`--listen 127.0.0.1:0`) is the one allowed in Host.
+        server.listen = listener.local_addr()?;
+        server.policy.listen = server.listen;
+        bound.push((server, listener));
+    }
+    Ok(bound)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
     let Settings {
-        upstream,
-        listen,
-        policy,
-        auth_token,
-        limits,
+        instance,
+        servers,
         log_format: _,
         metrics: metrics_settings,
+        kernel: kernel_settings,
+        audit_log: _,
     } = settings;
-    if !listen.ip().is_loopback() {
-        tracing::warn!(
-            %listen,
-            "LISTENING ON A NON-LOOPBACK ADDRESS: other hosts can reach this gateway; every request must carry the bearer token"
-        );
-    }
-    if auth_token.is_some() {
-        tracing::warn!("bearer-token authentication is ON: requests without the token get 401");
-    }
-    let listener = TcpListener::bind(listen).await.with_context(|| {
-        format!("listening on {listen}: is another process using it? Choose another address with --listen")
-    })?;
-    let listen = listener.local_addr()?;
-    let policy = Policy::new(&PolicySettings { listen, ..policy })?;
+    let bound = bind(servers).await?;
+    let listens: Vec<_> = bound.iter().map(|(s, _)| s.listen).collect();
+    let instance = instance.unwrap_or_else(|| config::default_instance(&listens));
+    let ports: Vec<ServerPorts> = bound
+        .iter()
+        .map(|(s, _)| ServerPorts {
+            name: s.name.clone(),
+            upstream: s.upstream.to_string(),
+            upstream_port: s.upstream.port(),
+            listen: s.listen,
+            exclusive_upstream: s.exclusive_upstream,
+            allow_cgroups: s.allow_cgroups.clone(),
+        })
+        .collect();
     // Before any upstream connection: with --exclusive-upstream this moves us into our own
     // cgroup, the one allowed to connect. Held until exit; the pins keep enforcing after it.
-    let enforcement = kernel::start(&args.ebpf, upstream.port, listen)?;
+    let enforcement = kernel::start(&kernel_settings, &instance, &ports)?;
+    let infos: Vec<ServerInfo> = bound
+        .iter()
+        .map(|(s, _)| ServerInfo {
+            name: s.name.clone(),
+            listen_port: s.listen.port(),
+            upstream_port: s.upstream.port(),
+        })
+        .collect();
+    let budget = metrics_settings.label_budget;
     // Rejections go to the pinned map the kernel also counts in, when there is one.
     let metrics = Arc::new(match &enforcement {
-        Some(e) => Metrics::pinned(&e.status().pin_dir, metrics_settings.label_budget),
-        None => Metrics::in_process(metrics_settings.label_budget),
+        Some(e) => Metrics::pinned(budget, &infos, e.check().clone()),
+        None => Metrics::in_process(budget, &infos),
     });
 
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
     start_metrics(&metrics_settings, metrics.clone(), shutdown.clone()).await?;
-    let gw = Arc::new(
-        Gateway::new(policy, upstream, auth_token, limits, shutdown.clone()).with_metrics(metrics),
-    );
-    let ticker = {
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(security_log::WINDOW);
-            loop {
-                every.tick().await;
-                gw.rejections.tick();
+    let rejections = Arc::new(RejectionLog::default());
+    let mut servers = JoinSet::new();
+    for (index, (server, listener)) in bound.into_iter().enumerate() {
+        let gw = Gateway::new(
+            server,
+            index,
+            metrics.clone(),
+            rejections.clone(),
+            shutdown.clone(),
+        )?;
+        let listen = listener.local_addr()?;
+        tracing::info!(
+            server = %gw.name,
+            mode = ?gw.policy.mode(),
+            "mcp-gateway listening on http://{listen}{path} -> upstream {upstream}",
+            path = gw.upstream.path,
+            upstream = gw.upstream,
+        );
+        servers.spawn(proxy::serve(listener, Arc::new(gw)));
+    }
+    let ticker = tokio::spawn(async move {
+        let mut every = tokio::time::interval(security_log::WINDOW);
+        loop {
+            every.tick().await;
+            rejections.tick();
+        }
+    });
+    let watcher = enforcement
+        .as_ref()
+        .map(|e| tokio::spawn(watch_enforcement(e.check().clone())));
+    // A server that fails stops them all: half a gateway is not what was configured.
+    let mut result = Ok(());
+    while let Some(done) = servers.join_next().await {
+        let failed = match done {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(anyhow::Error::from(e).context("a server task failed")),
+        };
+        if let Some(e) = failed {
+            shutdown.cancel();
+            if result.is_ok() {
+                result = Err(e);
             }
-        })
-    };
-    tracing::info!(
-        mode = ?gw.policy.mode(),
-        "mcp-gateway listening on http://{listen}{path} -> upstream http://{up}{path}",
-        path = gw.upstream.path,
-        up = gw.upstream.authority,
-    );
-    let served = proxy::serve(listener, gw).await;
+        }
+    }
     drop(enforcement);
     ticker.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
     tracing::info!("mcp-gateway stopped");
-    served
+    result
+}
+
+/// Logs loudly when this instance's kernel claim stops being in force (another tool removed
+/// it, an operator detached it), and when it is back; `/metrics` reports the same at each
+/// scrape.
+async fn watch_enforcement(check: KernelCheck) {
+    let mut every = tokio::time::interval(ENFORCEMENT_CHECK_EVERY);
+    let mut was_lost = false;
+    loop {
+        every.tick().await;
+        let check = check.clone();
+        let Ok(lost) = tokio::task::spawn_blocking(move || check.lost()).await else {
+            return;
+        };
+        match (lost.is_empty(), was_lost) {
+            (false, false) => tracing::warn!(
+                lost = %lost.join("; "),
+                "KERNEL ENFORCEMENT LOST: this gateway's ports are no longer protected by the kernel as configured; restart it to claim them again (see `mcp-gateway status`)"
+            ),
+            (true, true) => tracing::info!("kernel enforcement is in force again"),
+            _ => {}
+        }
+        was_lost = !lost.is_empty();
+    }
 }
 
 /// Binds the `/metrics` listener and serves it in the background. A configured address must

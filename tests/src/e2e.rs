@@ -390,7 +390,8 @@ impl Gateway {
             .collect()
     }
 
-    /// `mcp_gateway_rejections_total{reason, origin}` from `/metrics` (0 when absent).
+    /// `mcp_gateway_rejections_total{server, reason, origin}` from `/metrics`, summed over
+    /// servers (0 when absent).
     pub fn rejections_total(&self, reason: &str, origin: &str) -> u64 {
         let addr = self.metrics;
         let mut stream = TcpStream::connect(addr).expect("connecting to /metrics");
@@ -401,11 +402,13 @@ impl Gateway {
         .expect("requesting /metrics");
         let mut text = String::new();
         stream.read_to_string(&mut text).expect("reading /metrics");
-        let series =
-            format!("mcp_gateway_rejections_total{{reason=\"{reason}\",origin=\"{origin}\"}} ");
+        // Summed over the `server` label (one server here, named by the gateway).
+        let labels = format!(",reason=\"{reason}\",origin=\"{origin}\"}} ");
         text.lines()
-            .find_map(|l| l.strip_prefix(&series))
-            .map_or(0, |n| n.trim().parse().expect("a counter value"))
+            .filter(|l| l.starts_with("mcp_gateway_rejections_total{server="))
+            .filter_map(|l| l.split_once(&labels))
+            .map(|(_, n)| n.trim().parse::<u64>().expect("a counter value"))
+            .sum()
     }
 
     /// The `rejected request` lines, as `(reason, value)` (value without Debug quotes).

@@ -2,10 +2,12 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use mcp_gateway::{
-    config::{Limits, Token, Upstream},
-    metrics::{self, Metrics},
-    policy::{Mode, Policy, PolicySettings},
+    config::{Limits, ServerSettings, Token, Upstream},
+    mcp::McpSettings,
+    metrics::{self, Metrics, ServerInfo},
+    policy::{Mode, PolicySettings},
     proxy::{self, Gateway},
+    security_log::RejectionLog,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +19,8 @@ pub struct Options {
     pub allowed_origins: Vec<String>,
     pub auth_token: Option<&'static str>,
     pub limits: Limits,
+    /// Method and tool allowlists.
+    pub mcp: McpSettings,
 }
 
 impl Default for Options {
@@ -34,6 +38,7 @@ impl Default for Options {
                 connect_timeout: Duration::from_secs(5),
                 shutdown_grace: Duration::from_secs(10),
             },
+            mcp: McpSettings::default(),
         }
     }
 }
@@ -61,27 +66,39 @@ impl TestGateway {
             .await
             .expect("bind gateway");
         let addr = listener.local_addr().expect("addr");
-        let policy = Policy::new(&PolicySettings {
-            mode: opts.mode,
+        let settings = ServerSettings {
+            name: "test".to_owned(),
             listen: addr,
-            allowed_hosts: Vec::new(),
-            allowed_origins: opts.allowed_origins,
-        })
-        .expect("valid policy");
-        let shutdown = CancellationToken::new();
-        let gw = Gateway::new(
-            policy,
-            Upstream {
-                authority: upstream.to_string(),
-                port: upstream.port(),
-                path: "/mcp".into(),
+            upstream: Upstream::tcp(&upstream.to_string(), upstream.port()),
+            policy: PolicySettings {
+                mode: opts.mode,
+                listen: addr,
+                allowed_hosts: Vec::new(),
+                allowed_origins: opts.allowed_origins,
             },
-            opts.auth_token.map(|t| Token(t.as_bytes().to_vec())),
-            opts.limits,
+            auth_token: opts.auth_token.map(|t| Token(t.as_bytes().to_vec())),
+            limits: opts.limits,
+            exclusive_upstream: false,
+            allow_cgroups: Vec::new(),
+            mcp: opts.mcp,
+        };
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::in_process(
+            metrics::DEFAULT_LABEL_BUDGET,
+            &[ServerInfo {
+                name: "test".to_owned(),
+                listen_port: addr.port(),
+                upstream_port: Some(upstream.port()),
+            }],
+        ));
+        let gw = Gateway::new(
+            settings,
+            0,
+            metrics.clone(),
+            Arc::new(RejectionLog::default()),
             shutdown.clone(),
-        );
-        let metrics = Arc::new(Metrics::in_process(metrics::DEFAULT_LABEL_BUDGET));
-        let gw = gw.with_metrics(metrics.clone());
+        )
+        .expect("valid settings");
         let metrics_listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind metrics");

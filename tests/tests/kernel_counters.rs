@@ -111,7 +111,7 @@ fn ten_thousand_concurrent_rejections_raise_the_pinned_counter_by_exactly_ten_th
     let mut map = counters::PinnedCounters::open(pins.path())
         .expect("opening the map")
         .expect("pinned");
-    let key = gateway_common::CounterKey::text(Reason::Auth, b"http://bench.test");
+    let key = gateway_common::CounterKey::text(Reason::Auth, 1, b"http://bench.test");
     let started = Instant::now();
     for _ in 0..10_000 {
         map.add(&key, 1).expect("add");

@@ -19,10 +19,12 @@ pub enum Command {
     Run(Box<crate::config::RunArgs>),
     /// Explain how the Host/Origin policy decides a request.
     Check(check::CheckArgs),
-    /// Remove every eBPF program and map the gateway attached or pinned.
+    /// Withdraw one instance's kernel protection (--instance), or remove everything (--all).
     Detach(kernel::DetachArgs),
     /// Check what kernel enforcement needs on this host, and what is in force.
     Doctor(kernel::DoctorArgs),
+    /// List every protected port with its flags and owners (instance, upstream, alive).
+    Status(kernel::StatusArgs),
     /// Show the rejection counters pinned by the gateway and its kernel programs.
     Stats(stats::StatsArgs),
 }

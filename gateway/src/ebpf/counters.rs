@@ -48,6 +48,12 @@ impl Counter {
         (self.key.kind == origin_kind::ADDR).then_some(self.key.port)
     }
 
+    /// The port the counter belongs to: the event's port for kernel events, the rejecting
+    /// server's listen port for HTTP rejections.
+    pub fn owner_port(&self) -> u16 {
+        self.key.port
+    }
+
     /// The origin as shown in `stats` and the `origin` label: `addr:port` for kernel events,
     /// the rejected Origin/Host for HTTP ones, `other` for the overflow bucket. Always printable
     /// ASCII, whatever bytes the map holds.

@@ -1,7 +1,7 @@
 //! `mcp-gateway doctor`: what kernel enforcement needs, what is missing, and the fix for each.
 use std::path::Path;
 
-use super::{pins, system};
+use super::{pins, release, system};
 
 /// One line of the report.
 #[derive(Clone, Debug)]
@@ -96,7 +96,7 @@ pub fn run(pin_dir: &Path) -> Vec<Check> {
     checks
 }
 
-/// Whether programs are pinned in `pin_dir`, on which cgroups.
+/// Whether programs are pinned in `pin_dir`, on which cgroups, and for which instances.
 fn attached(pin_dir: &Path, mount: Option<&Path>) -> Check {
     let found = match pins::inventory(pin_dir) {
         Ok(found) => found,
@@ -110,35 +110,63 @@ fn attached(pin_dir: &Path, mount: Option<&Path>) -> Check {
             );
         }
     };
+    let mut extra = String::new();
+    if !found.other_layouts.is_empty() {
+        extra = format!(
+            "; {} entries of another build's map layout (`mcp-gateway status` lists them)",
+            found.other_layouts.len()
+        );
+    }
     if found.links.is_empty() {
         return check(
             "attached",
             false,
             false,
-            format!("no programs pinned in {}", pin_dir.display()),
+            format!("no programs pinned in {}{extra}", pin_dir.display()),
             "start `mcp-gateway run` (with --ebpf auto or required) to attach them",
         );
     }
-    let mut lines = Vec::new();
-    for link in &found.links {
-        let place = mount
-            .and_then(|m| system::find_cgroup_by_id(m, link.cgroup_id))
-            .map_or_else(
-                || format!("cgroup id {} (not found; removed?)", link.cgroup_id),
-                |p| p.display().to_string(),
-            );
-        lines.push(format!("{} on {place}", link.program));
-    }
+    let mut cgroups: Vec<u64> = found.links.iter().map(|l| l.cgroup_id).collect();
+    cgroups.dedup();
+    let places: Vec<String> = cgroups
+        .iter()
+        .map(|id| {
+            mount
+                .and_then(|m| system::find_cgroup_by_id(m, *id))
+                .map_or_else(
+                    || format!("cgroup id {id} (not found; removed?)"),
+                    |p| p.display().to_string(),
+                )
+        })
+        .collect();
+    let instances = match release::instances(pin_dir) {
+        Ok(list) => list
+            .iter()
+            .map(|i| {
+                let state = if i.is_alive() {
+                    "running"
+                } else {
+                    "NOT RUNNING"
+                };
+                format!("{} ({state})", i.claim.instance)
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(e) => format!("unreadable registry: {e}"),
+    };
     check(
         "attached",
         true,
         false,
         format!(
-            "{} link(s), {} map(s) pinned in {}: {}",
+            "{} link(s) on {}; instances: {}{extra}. Ports and owners: `mcp-gateway status`",
             found.links.len(),
-            found.maps.len(),
-            pin_dir.display(),
-            lines.join(", ")
+            places.join(", "),
+            if instances.is_empty() {
+                "none".to_owned()
+            } else {
+                instances
+            },
         ),
         "",
     )

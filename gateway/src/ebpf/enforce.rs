@@ -1,14 +1,18 @@
-//! Loading, attaching and pinning: turns a [`Plan`] into programs in force on a cgroup.
+//! Loading, attaching and pinning: puts one instance's [`Claim`] in force, beside every other
+//! instance sharing the pin directory.
 //!
-//! Everything is pinned under the pin directory, so enforcement stays when the gateway dies
-//! (fails closed) and counters survive restarts. A restarted gateway of the same build takes
-//! over its pinned links as they are and rewrites the pinned config maps in place; a different
-//! build (or another cgroup) attaches its programs first and then removes the old links, so
-//! there is no moment without enforcement.
+//! Under the layout lock, the instance registers its claim (replacing its own earlier one, never
+//! another's), the config maps are rewritten to the union of all claims, and the programs are
+//! attached to the instance's cgroup, or its pinned links there are taken over. Everything is
+//! pinned, so enforcement stays when the gateway dies (fails closed) and counters survive
+//! restarts. A different build of the same layout replaces the links on this cgroup only after
+//! attaching its own, so there is no moment without enforcement; links on other cgroups belong
+//! to other instances and are left alone.
 use std::{
     collections::BTreeSet,
     fs::{self, File},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use aya::{
@@ -24,10 +28,15 @@ use super::{
     EbpfError, OBJECT,
     counters::{self, Counter},
     logs,
+    maps::ConfigMaps,
     pins::{self, LinkPin},
-    policy::{self, Plan},
+    policy::{self, Claim, Plan},
+    registry::{self, Instance, LayoutLock, Process, Registry},
     system,
 };
+
+/// How long a start or detach waits for another one to finish with the registry.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where and what to enforce.
 #[derive(Clone, Debug)]
@@ -36,7 +45,8 @@ pub struct Options {
     pub cgroup: PathBuf,
     /// bpffs directory for pins.
     pub pin_dir: PathBuf,
-    pub plan: Plan,
+    /// What this instance protects (its `cgroup_id` is filled in from `cgroup`).
+    pub claim: Claim,
     /// The gateway's own cgroup, when exclusive upstream put it in one (for reports).
     pub own_cgroup: Option<PathBuf>,
 }
@@ -47,7 +57,12 @@ pub struct Status {
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
     pub pin_dir: PathBuf,
-    pub plan: Plan,
+    /// This instance's claim.
+    pub claim: Claim,
+    /// What the config maps hold: the union of every instance's claims.
+    pub effective: Plan,
+    /// Other instances registered in the pin directory.
+    pub others: Vec<String>,
     pub own_cgroup: Option<PathBuf>,
     /// Programs whose pinned link from an earlier run was taken over as is.
     pub reused_links: Vec<String>,
@@ -55,12 +70,13 @@ pub struct Status {
     pub new_links: Vec<String>,
 }
 
-/// Kernel enforcement in force. Dropping it leaves the pinned programs attached (fail closed);
-/// `mcp-gateway detach` removes them.
+/// Kernel enforcement in force. Dropping it leaves the pinned programs attached and the claim
+/// registered (fail closed); `mcp-gateway detach` removes them.
 pub struct Enforcement {
     bpf: Ebpf,
     _links: Vec<PinnedLink>,
     status: Status,
+    check: KernelCheck,
     log_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -75,6 +91,11 @@ impl std::fmt::Debug for Enforcement {
 impl Enforcement {
     pub fn status(&self) -> &Status {
         &self.status
+    }
+
+    /// Checks, from the pins, that this instance's claim is still in force.
+    pub fn check(&self) -> &KernelCheck {
+        &self.check
     }
 
     /// The event counters (kept across restarts in the pinned map).
@@ -98,6 +119,70 @@ impl Drop for Enforcement {
         if let Some(task) = self.log_task.take() {
             task.abort();
         }
+    }
+}
+
+/// Everything needed to tell, later and from the pins alone, whether an instance's claim is
+/// still in force: behind `mcp_gateway_ebpf_enforcing` and the "enforcement lost" warning.
+#[derive(Clone, Debug)]
+pub struct KernelCheck {
+    pub pin_dir: PathBuf,
+    pub claim: Claim,
+    pub process: Process,
+}
+
+impl KernelCheck {
+    /// What of the claim is not in force, in words; empty when all of it is.
+    pub fn lost(&self) -> Vec<String> {
+        match self.read() {
+            Ok(lost) => lost,
+            Err(e) => vec![format!("reading the pins failed: {e}")],
+        }
+    }
+
+    fn read(&self) -> Result<Vec<String>, EbpfError> {
+        let Some(registry) = Registry::open(&self.pin_dir)? else {
+            return Ok(vec![
+                "the instance registry is gone (mcp-gateway detach --all?)".to_owned(),
+            ]);
+        };
+        let id = registry::instance_id(&self.claim.instance);
+        match registry.get(id)? {
+            None => {
+                return Ok(vec![format!(
+                    "instance `{}` was removed from the registry (mcp-gateway detach --instance?)",
+                    self.claim.instance
+                )]);
+            }
+            Some(rec) if rec.process != self.process => {
+                return Ok(vec![format!(
+                    "instance `{}` was taken over by pid {}",
+                    self.claim.instance, rec.process.pid
+                )]);
+            }
+            Some(_) => {}
+        }
+        let Some(maps) = ConfigMaps::open(&self.pin_dir)? else {
+            return Ok(vec!["the config maps are gone".to_owned()]);
+        };
+        let mut lost = policy::gaps(&self.claim, &maps.read()?);
+        let found = pins::inventory(&self.pin_dir).map_err(|source| EbpfError::Io {
+            what: "listing the pin directory",
+            path: self.pin_dir.clone(),
+            source,
+        })?;
+        for name in program::ALL {
+            if !found
+                .links_on(self.claim.cgroup_id)
+                .any(|l| l.program == name)
+            {
+                lost.push(format!(
+                    "program {name} is not attached to cgroup {}",
+                    self.claim.cgroup_id
+                ));
+            }
+        }
+        Ok(lost)
     }
 }
 
@@ -170,80 +255,112 @@ fn attach_and_pin(
     })
 }
 
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> EbpfError {
+    let path = path.to_owned();
+    move |source| EbpfError::Io { what, path, source }
+}
+
+/// Rewrites the config maps to the union of every registered claim.
+pub fn apply_union(pin_dir: &Path, instances: &[Instance]) -> Result<Plan, EbpfError> {
+    let effective = policy::union(instances.iter().map(|i| &i.claim));
+    let mut maps = ConfigMaps::open(pin_dir)?.ok_or(EbpfError::Missing {
+        kind: "pinned map",
+        name: map::PROTECTED_PORTS,
+    })?;
+    maps.write(&effective)?;
+    Ok(effective)
+}
+
 /// Puts `options` in force.
 pub fn enforce(options: Options) -> Result<Enforcement, EbpfError> {
     let Options {
         cgroup,
         pin_dir,
-        plan,
+        mut claim,
         own_cgroup,
     } = options;
     system::raise_memlock();
     ensure_bpffs(&pin_dir)?;
-    fs::create_dir_all(&pin_dir).map_err(|source| EbpfError::Io {
-        what: "creating the pin directory",
-        path: pin_dir.clone(),
-        source,
-    })?;
-    let cgroup_file = File::open(&cgroup).map_err(|source| EbpfError::Cgroup {
+    fs::create_dir_all(&pin_dir).map_err(io("creating the pin directory", &pin_dir))?;
+    let cgroup_err = |source| EbpfError::Cgroup {
         path: cgroup.display().to_string(),
         source,
-    })?;
-    let cgroup_id = system::cgroup_id(&cgroup).map_err(|source| EbpfError::Cgroup {
-        path: cgroup.display().to_string(),
-        source,
-    })?;
+    };
+    let cgroup_file = File::open(&cgroup).map_err(cgroup_err)?;
+    let cgroup_id = system::cgroup_id(&cgroup).map_err(cgroup_err)?;
+    claim.cgroup_id = cgroup_id;
 
+    let _lock = LayoutLock::acquire(&pin_dir, LOCK_TIMEOUT)?;
     // Links may only be reused if they read the very maps we are about to write.
     let maps_were_pinned = map::PINNED
         .iter()
         .all(|name| pins::map_path(&pin_dir, name).exists());
     let mut bpf = load_pinned(&pin_dir)?;
-    policy::write(&mut bpf, &plan)?;
-
-    let found = pins::inventory(&pin_dir).map_err(|source| EbpfError::Io {
-        what: "listing the pin directory",
-        path: pin_dir.clone(),
-        source,
-    })?;
-    let hash = pins::object_hash();
-    let mut links = Vec::new();
-    let (mut reused, mut new) = (Vec::new(), Vec::new());
-    let mut wanted = BTreeSet::new();
-    for name in program::ALL {
-        let pin = pin_dir.join(LinkPin::name(name, cgroup_id, hash));
-        wanted.insert(pin.clone());
-        let existing = maps_were_pinned && found.links.iter().any(|l| l.path == pin);
-        if existing && let Ok(link) = PinnedLink::from_pin(&pin) {
-            links.push(link);
-            reused.push(name.to_owned());
-            continue;
+    let mut registry = Registry::open_or_create(&pin_dir)?;
+    let me = Process::current();
+    let id = registry::instance_id(&claim.instance);
+    let previous = registry.get(id)?;
+    if let Some(prev) = &previous {
+        if prev.claim.instance != claim.instance {
+            return Err(EbpfError::Instance(format!(
+                "instance name `{}` has the registry key of `{}`; choose another --instance",
+                claim.instance, prev.claim.instance
+            )));
         }
-        if existing {
-            // A pin we can't open is no use: replace it.
-            let _ = pins::remove_link(&pin);
-        }
-        match attach_and_pin(&mut bpf, name, &cgroup_file, &pin) {
-            Ok(link) => {
-                links.push(link);
-                new.push(name.to_owned());
-            }
-            Err(e) => {
-                // Don't leave half a policy attached by this run.
-                for done in &new {
-                    let _ = pins::remove_link(&pin_dir.join(LinkPin::name(done, cgroup_id, hash)));
-                }
-                return Err(e);
-            }
+        if prev.process != me && prev.is_alive() {
+            return Err(EbpfError::Instance(format!(
+                "instance `{}` is already running as pid {} (pin directory {}); stop it, or \
+                 give this gateway another --instance",
+                claim.instance,
+                prev.process.pid,
+                pin_dir.display()
+            )));
         }
     }
-    // Now that ours are in force, remove links of other builds or other cgroups.
-    for stale in found.links.iter().filter(|l| !wanted.contains(&l.path)) {
-        tracing::info!(pin = %stale.path.display(), "replacing an earlier gateway's program");
-        if let Err(e) = pins::remove_link(&stale.path) {
-            tracing::warn!(pin = %stale.path.display(), error = %e, "could not remove an old link; run `mcp-gateway detach` and restart");
+    registry.put(&claim, me)?;
+    // The maps first, so the programs enforce this claim from their first packet.
+    let result = registry.instances().and_then(|instances| {
+        let effective = apply_union(&pin_dir, &instances)?;
+        let links = attach(
+            &mut bpf,
+            &pin_dir,
+            &cgroup_file,
+            cgroup_id,
+            maps_were_pinned,
+        )?;
+        Ok((links, instances, effective))
+    });
+    let (links, instances, effective) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            // Fail closed without leaving a claim nobody holds: an earlier run's claim is put
+            // back as it was, a first claim is withdrawn.
+            let restored = match &previous {
+                Some(prev) => registry.put(&prev.claim, prev.process).map(drop),
+                None => registry.remove(id).map(drop),
+            };
+            if let Err(undo) = restored.and_then(|()| apply_union(&pin_dir, &registry.instances()?))
+            {
+                tracing::warn!(error = %undo, "could not undo this instance's claim after a failed start");
+            }
+            return Err(e);
         }
+    };
+    let (reused, new) = links.1;
+    // The links of this instance's previous cgroup go once no instance uses that cgroup.
+    if let Some(prev) = &previous
+        && prev.claim.cgroup_id != cgroup_id
+        && !instances
+            .iter()
+            .any(|i| i.claim.cgroup_id == prev.claim.cgroup_id)
+    {
+        remove_links_on(&pin_dir, prev.claim.cgroup_id);
     }
+    let others = instances
+        .iter()
+        .filter(|i| i.id != id)
+        .map(|i| i.claim.instance.clone())
+        .collect();
 
     let log_task = match (
         tokio::runtime::Handle::try_current(),
@@ -256,18 +373,98 @@ pub fn enforce(options: Options) -> Result<Enforcement, EbpfError> {
             None
         }
     };
+    let check = KernelCheck {
+        pin_dir: pin_dir.clone(),
+        claim: claim.clone(),
+        process: me,
+    };
     Ok(Enforcement {
         bpf,
-        _links: links,
+        _links: links.0,
         status: Status {
             cgroup,
             cgroup_id,
             pin_dir,
-            plan,
+            claim,
+            effective,
+            others,
             own_cgroup,
             reused_links: reused,
             new_links: new,
         },
+        check,
         log_task,
     })
+}
+
+type Links = (Vec<PinnedLink>, (Vec<String>, Vec<String>));
+
+/// Takes over or attaches the five programs on `cgroup_id`, then removes other builds' links on
+/// that cgroup. Links on other cgroups are other instances' and stay.
+fn attach(
+    bpf: &mut Ebpf,
+    pin_dir: &Path,
+    cgroup: &File,
+    cgroup_id: u64,
+    maps_were_pinned: bool,
+) -> Result<Links, EbpfError> {
+    let found = pins::inventory(pin_dir).map_err(io("listing the pin directory", pin_dir))?;
+    let mut links = Vec::new();
+    let (mut reused, mut new) = (Vec::new(), Vec::new());
+    let mut wanted = BTreeSet::new();
+    for name in program::ALL {
+        let pin = LinkPin::path(pin_dir, name, cgroup_id);
+        wanted.insert(pin.clone());
+        let existing = maps_were_pinned && found.links.iter().any(|l| l.path == pin);
+        if existing && let Ok(link) = PinnedLink::from_pin(&pin) {
+            links.push(link);
+            reused.push(name.to_owned());
+            continue;
+        }
+        if existing {
+            // A pin we can't open is no use: replace it.
+            let _ = pins::remove_link(&pin);
+        }
+        match attach_and_pin(bpf, name, cgroup, &pin) {
+            Ok(link) => {
+                links.push(link);
+                new.push(name.to_owned());
+            }
+            Err(e) => {
+                // Don't leave half a policy attached by this run.
+                for done in &new {
+                    let _ = pins::remove_link(&LinkPin::path(pin_dir, done, cgroup_id));
+                }
+                return Err(e);
+            }
+        }
+    }
+    // Now that ours are in force, remove other builds' links on the same cgroup.
+    for stale in found
+        .links_on(cgroup_id)
+        .filter(|l| !wanted.contains(&l.path))
+    {
+        tracing::info!(pin = %stale.path.display(), "replacing another build's program on this cgroup");
+        if let Err(e) = pins::remove_link(&stale.path) {
+            tracing::warn!(pin = %stale.path.display(), error = %e, "could not remove an old link; run `mcp-gateway detach` and restart");
+        }
+    }
+    Ok((links, (reused, new)))
+}
+
+/// Detaches this layout's links on `cgroup_id`.
+pub fn remove_links_on(pin_dir: &Path, cgroup_id: u64) -> Vec<LinkPin> {
+    let Ok(found) = pins::inventory(pin_dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for link in found.links_on(cgroup_id) {
+        match pins::remove_link(&link.path) {
+            Ok(()) => removed.push(link.clone()),
+            Err(e) => {
+                tracing::warn!(pin = %link.path.display(), error = %e, "could not remove a link");
+            }
+        }
+    }
+    removed
 }

@@ -2,9 +2,13 @@
 //! its lifecycle (load, attach, pin, take over, detach).
 //!
 //! - [`system`]: host facts (mounts, kernel, capabilities, cgroups).
-//! - [`policy`]: what is enforced ([`policy::Plan`]) and writing it into the config maps.
+//! - [`policy`]: one instance's [`policy::Claim`] and the union every instance shares (pure).
+//! - [`registry`]: the pinned `INSTANCES` map of claims, their owners' liveness, the lock.
+//! - [`maps`]: reading and writing the pinned config maps.
 //! - [`enforce`]: loading, attaching and pinning; [`enforce::Enforcement`].
-//! - [`pins`]: the pin directory layout; removing everything (`detach`).
+//! - [`release`]: `detach` of one instance, or of everything.
+//! - [`status`]: every protected port with its owners.
+//! - [`pins`]: the pin directory layout.
 //! - [`counters`]: reading the event counters.
 //! - [`logs`]: forwarding the programs' logs to `tracing`.
 //! - [`doctor`]: what is missing for enforcement, with fixes.
@@ -13,8 +17,12 @@ pub mod counters;
 pub mod doctor;
 pub mod enforce;
 pub mod logs;
+pub mod maps;
 pub mod pins;
 pub mod policy;
+pub mod registry;
+pub mod release;
+pub mod status;
 pub mod sys;
 pub mod system;
 
@@ -81,6 +89,11 @@ pub enum EbpfError {
         "pin directory {dir} is not on a bpf filesystem; choose --pin-dir under /sys/fs/bpf or mount one there (`mount -t bpf bpf DIR`)"
     )]
     NotBpffs { dir: PathBuf },
+    #[error(transparent)]
+    Record(#[from] registry::RecordError),
+    /// A conflict between instances (the message says what to do).
+    #[error("{0}")]
+    Instance(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,

@@ -1,11 +1,13 @@
-//! What the kernel enforces, and writing it into the config maps in place (a restarted gateway
-//! updates the pinned maps the attached programs already read; no window without policy).
+//! What the kernel enforces.
+//!
+//! Each gateway instance makes a [`Claim`]: its ports with their flags, and which cgroup may
+//! connect to which of its exclusive ports. Several instances may share one pin directory; the
+//! config maps the programs read always hold the [`union`] of every registered claim, so one
+//! instance starting, stopping or crashing never removes or weakens another's protection.
+//! Everything here is pure; writing the maps is in [`super::maps`].
 use std::collections::{BTreeMap, BTreeSet};
 
-use aya::maps::{HashMap, MapData};
-use gateway_common::{PortPolicy, map};
-
-use super::EbpfError;
+use gateway_common::{CgroupPort, PortPolicy};
 
 /// What bind() of a protected port to a non-loopback address gets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -17,20 +19,15 @@ pub enum BindPolicy {
     Rewrite,
 }
 
-/// The protected ports and who may connect to the exclusive ones.
+/// What the programs read: the protected ports, and who may connect to the exclusive ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub ports: BTreeMap<u16, PortPolicy>,
-    /// Cgroup ids allowed to connect to `EXCLUSIVE` ports.
-    pub allowed_cgroups: BTreeSet<u64>,
+    /// (cgroup, port): the cgroup may connect to that `EXCLUSIVE` port.
+    pub allowed: BTreeSet<CgroupPort>,
 }
 
 impl Plan {
-    /// Adds `port` with `flags` (merged with what the port already has).
-    pub fn protect(&mut self, port: u16, flags: u32) {
-        self.ports.entry(port).or_default().flags |= flags;
-    }
-
     /// The flags every protected port gets under `bind`.
     pub fn base_flags(bind: BindPolicy) -> u32 {
         PortPolicy::LOOPBACK_ONLY
@@ -48,64 +45,293 @@ impl Plan {
     }
 }
 
-fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
-    move |source| EbpfError::Map { name, source }
+/// Why an instance protects a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// The upstream port of a server.
+    Upstream,
+    /// The gateway's own listen port for a server.
+    Listen,
+    /// `--protect-port`.
+    Extra,
 }
 
-/// Makes the maps hold exactly `plan`: adds and updates first, then removes what's stale.
-pub fn write(bpf: &mut aya::Ebpf, plan: &Plan) -> Result<(), EbpfError> {
-    let name = map::PROTECTED_PORTS;
-    let raw = bpf
-        .map_mut(name)
-        .ok_or(EbpfError::Missing { kind: "map", name })?;
-    let mut ports: HashMap<&mut MapData, u16, PortPolicy> =
-        HashMap::try_from(raw).map_err(map_err(name))?;
-    for (port, policy) in &plan.ports {
-        ports.insert(port, policy, 0).map_err(map_err(name))?;
-    }
-    let stale: Vec<u16> = ports
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|port| !plan.ports.contains_key(port))
-        .collect();
-    for port in stale {
-        ports.remove(&port).map_err(map_err(name))?;
+/// One port of a claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortUse {
+    pub flags: u32,
+    pub role: Role,
+    /// Index into [`Claim::servers`] (`None` for [`Role::Extra`]).
+    pub server: Option<usize>,
+}
+
+/// A server of an instance, for reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerLabel {
+    pub name: String,
+    pub upstream: String,
+}
+
+/// Everything one gateway instance asks the kernel to enforce.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claim {
+    /// The instance name (`--instance`); a restart with the same name takes the claim over.
+    pub instance: String,
+    /// The cgroup the instance's programs are attached to.
+    pub cgroup_id: u64,
+    pub ports: BTreeMap<u16, PortUse>,
+    pub allowed: BTreeSet<CgroupPort>,
+    pub servers: Vec<ServerLabel>,
+}
+
+impl Claim {
+    /// Protects `port` with `flags` for `role`. Flags of a port claimed twice merge; the first
+    /// role (in [`Role`] order) names it.
+    pub fn protect(&mut self, port: u16, flags: u32, role: Role, server: Option<usize>) {
+        let entry = self.ports.entry(port).or_insert(PortUse {
+            flags: 0,
+            role,
+            server,
+        });
+        entry.flags |= flags;
+        if role < entry.role {
+            entry.role = role;
+            entry.server = server;
+        }
     }
 
-    let name = map::ALLOWED_CGROUPS;
-    let raw = bpf
-        .map_mut(name)
-        .ok_or(EbpfError::Missing { kind: "map", name })?;
-    let mut allowed: HashMap<&mut MapData, u64, u8> =
-        HashMap::try_from(raw).map_err(map_err(name))?;
-    for id in &plan.allowed_cgroups {
-        allowed.insert(id, 1, 0).map_err(map_err(name))?;
+    /// Lets `cgroup` connect to the exclusive `port`.
+    pub fn allow(&mut self, cgroup: u64, port: u16) {
+        self.allowed.insert(CgroupPort::new(cgroup, port));
     }
-    let stale: Vec<u64> = allowed
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|id| !plan.allowed_cgroups.contains(id))
-        .collect();
-    for id in stale {
-        allowed.remove(&id).map_err(map_err(name))?;
+
+    /// This claim alone, as the programs would read it.
+    pub fn plan(&self) -> Plan {
+        union([self])
     }
-    Ok(())
+}
+
+/// The strongest bind flag wins: a port one instance denies and another rewrites is denied
+/// (both keep it off non-loopback addresses; denying is what the stricter operator asked for).
+fn normalize(mut flags: u32) -> u32 {
+    if flags & PortPolicy::BIND_DENY != 0 {
+        flags &= !PortPolicy::BIND_REWRITE;
+    }
+    flags
+}
+
+/// What the config maps must hold for these claims: every port any claim protects, with the
+/// union of its flags, and every allowed (cgroup, port).
+pub fn union<'a>(claims: impl IntoIterator<Item = &'a Claim>) -> Plan {
+    let mut plan = Plan::default();
+    for claim in claims {
+        for (port, used) in &claim.ports {
+            plan.ports.entry(*port).or_default().flags |= used.flags;
+        }
+        plan.allowed.extend(claim.allowed.iter().copied());
+    }
+    for policy in plan.ports.values_mut() {
+        policy.flags = normalize(policy.flags);
+    }
+    plan
+}
+
+/// What of `claim` the `effective` maps do not enforce, in words; empty when all of it is.
+///
+/// A port is covered when its effective flags include the claim's (a bind rewrite claimed is
+/// covered by a deny: both keep the port off non-loopback addresses).
+pub fn gaps(claim: &Claim, effective: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for (port, used) in &claim.ports {
+        let Some(have) = effective.ports.get(port) else {
+            out.push(format!("port {port} is not protected"));
+            continue;
+        };
+        let want = used.flags;
+        let bind = PortPolicy::BIND_DENY | PortPolicy::BIND_REWRITE;
+        let mut missing = Vec::new();
+        if want & PortPolicy::LOOPBACK_ONLY != 0 && !have.has(PortPolicy::LOOPBACK_ONLY) {
+            missing.push("loopback-only");
+        }
+        if want & bind != 0 && have.flags & bind == 0 {
+            missing.push("bind protection");
+        }
+        if want & PortPolicy::EXCLUSIVE != 0 && !have.has(PortPolicy::EXCLUSIVE) {
+            missing.push("exclusive");
+        }
+        if !missing.is_empty() {
+            out.push(format!("port {port} lacks {}", missing.join(", ")));
+        }
+    }
+    for pair in &claim.allowed {
+        if !effective.allowed.contains(pair) {
+            out.push(format!(
+                "cgroup {} is not allowed onto port {}",
+                pair.cgroup, pair.port
+            ));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const BASE: u32 = PortPolicy::LOOPBACK_ONLY | PortPolicy::BIND_DENY;
+    const REWRITE: u32 = PortPolicy::LOOPBACK_ONLY | PortPolicy::BIND_REWRITE;
+
+    fn claim(name: &str, ports: &[(u16, u32)], allowed: &[(u64, u16)]) -> Claim {
+        let mut c = Claim {
+            instance: name.to_owned(),
+            ..Claim::default()
+        };
+        for (port, flags) in ports {
+            c.protect(*port, *flags, Role::Upstream, Some(0));
+        }
+        for (cgroup, port) in allowed {
+            c.allow(*cgroup, *port);
+        }
+        c
+    }
+
+    fn flags(plan: &Plan) -> Vec<(u16, u32)> {
+        plan.ports.iter().map(|(p, f)| (*p, f.flags)).collect()
+    }
+
     #[test]
-    fn flags_of_a_port_merge() {
-        let mut plan = Plan::default();
-        plan.protect(8000, Plan::base_flags(BindPolicy::Deny));
-        plan.protect(8000, PortPolicy::EXCLUSIVE);
-        plan.protect(8787, Plan::base_flags(BindPolicy::Rewrite));
-        let p = plan.ports[&8000];
-        assert!(p.has(PortPolicy::LOOPBACK_ONLY) && p.has(PortPolicy::BIND_DENY));
-        assert!(p.has(PortPolicy::EXCLUSIVE) && !p.has(PortPolicy::BIND_REWRITE));
-        assert_eq!(plan.exclusive_ports().collect::<Vec<_>>(), [8000]);
-        assert!(plan.ports[&8787].has(PortPolicy::BIND_REWRITE));
+    fn flags_of_a_port_merge_within_a_claim() {
+        let mut c = Claim::default();
+        c.protect(8000, BASE, Role::Extra, None);
+        c.protect(8000, PortPolicy::EXCLUSIVE, Role::Upstream, Some(1));
+        c.protect(8787, REWRITE, Role::Listen, Some(0));
+        assert_eq!(c.ports[&8000].flags, BASE | PortPolicy::EXCLUSIVE);
+        assert_eq!(
+            (c.ports[&8000].role, c.ports[&8000].server),
+            (Role::Upstream, Some(1)),
+            "the upstream role names the port"
+        );
+        assert_eq!(c.plan().exclusive_ports().collect::<Vec<_>>(), [8000]);
+    }
+
+    #[test]
+    fn union_table() {
+        let ex = BASE | PortPolicy::EXCLUSIVE;
+        type Row = (&'static str, Vec<Claim>, Vec<(u16, u32)>, Vec<(u64, u16)>);
+        #[rustfmt::skip]
+        let rows: Vec<Row> = vec![
+            ("nothing", vec![], vec![], vec![]),
+            (
+                "one claim as is",
+                vec![claim("a", &[(8000, BASE), (8787, BASE)], &[])],
+                vec![(8000, BASE), (8787, BASE)],
+                vec![],
+            ),
+            (
+                "disjoint claims add up",
+                vec![
+                    claim("a", &[(8000, BASE)], &[(7, 8000)]),
+                    claim("b", &[(9000, ex)], &[(9, 9000)]),
+                ],
+                vec![(8000, BASE), (9000, ex)],
+                vec![(7, 8000), (9, 9000)],
+            ),
+            (
+                "a shared port gets both claims' flags",
+                vec![
+                    claim("a", &[(8000, BASE)], &[]),
+                    claim("b", &[(8000, ex)], &[(9, 8000)]),
+                ],
+                vec![(8000, ex)],
+                vec![(9, 8000)],
+            ),
+            (
+                "deny wins over rewrite",
+                vec![
+                    claim("a", &[(8000, REWRITE)], &[]),
+                    claim("b", &[(8000, BASE)], &[]),
+                ],
+                vec![(8000, BASE)],
+                vec![],
+            ),
+            (
+                "rewrite alone stays rewrite",
+                vec![claim("a", &[(8000, REWRITE)], &[])],
+                vec![(8000, REWRITE)],
+                vec![],
+            ),
+            (
+                "allowed cgroups stay per port",
+                vec![
+                    claim("a", &[(8000, ex)], &[(7, 8000)]),
+                    claim("b", &[(9000, ex)], &[(9, 9000)]),
+                ],
+                vec![(8000, ex), (9000, ex)],
+                vec![(7, 8000), (9, 9000)],
+            ),
+        ];
+        for (name, claims, want_ports, want_allowed) in rows {
+            let plan = union(&claims);
+            assert_eq!(flags(&plan), want_ports, "{name}");
+            let allowed: Vec<(u64, u16)> =
+                plan.allowed.iter().map(|a| (a.cgroup, a.port)).collect();
+            assert_eq!(allowed, want_allowed, "{name}");
+        }
+    }
+
+    #[test]
+    fn removing_one_claim_never_touches_another() {
+        let a = claim("a", &[(8000, BASE), (8787, BASE)], &[(7, 8000)]);
+        let b = claim("b", &[(9000, BASE), (8787, BASE)], &[(9, 9000)]);
+        let both = union([&a, &b]);
+        let only_b = union([&b]);
+        assert!(gaps(&b, &both).is_empty());
+        assert!(gaps(&b, &only_b).is_empty(), "b is whole without a");
+        assert_eq!(
+            gaps(&a, &only_b),
+            [
+                "port 8000 is not protected",
+                "cgroup 7 is not allowed onto port 8000"
+            ],
+            "8787 stays: b claims it too"
+        );
+    }
+
+    #[test]
+    fn gaps_table() {
+        let ex = BASE | PortPolicy::EXCLUSIVE;
+        let mine = claim("a", &[(8000, ex), (8787, REWRITE)], &[(7, 8000)]);
+        let effective = |ports: &[(u16, u32)], allowed: &[(u64, u16)]| Plan {
+            ports: ports
+                .iter()
+                .map(|(p, f)| (*p, PortPolicy { flags: *f }))
+                .collect(),
+            allowed: allowed
+                .iter()
+                .map(|(c, p)| CgroupPort::new(*c, *p))
+                .collect(),
+        };
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Plan, Vec<&str>)> = vec![
+            ("exactly mine", effective(&[(8000, ex), (8787, REWRITE)], &[(7, 8000)]), vec![]),
+            ("more than mine", effective(&[(8000, ex), (8787, BASE), (1, BASE)], &[(7, 8000), (9, 8000)]), vec![]),
+            ("empty maps", effective(&[], &[]), vec![
+                "port 8000 is not protected", "port 8787 is not protected",
+                "cgroup 7 is not allowed onto port 8000",
+            ]),
+            ("flags weakened", effective(&[(8000, PortPolicy::LOOPBACK_ONLY), (8787, PortPolicy::BIND_REWRITE)], &[(7, 8000)]), vec![
+                "port 8000 lacks bind protection, exclusive",
+                "port 8787 lacks loopback-only",
+            ]),
+            ("my cgroup swapped for another", effective(&[(8000, ex), (8787, REWRITE)], &[(8, 8000)]), vec![
+                "cgroup 7 is not allowed onto port 8000",
+            ]),
+            ("allowed on the wrong port", effective(&[(8000, ex), (8787, REWRITE)], &[(7, 8787)]), vec![
+                "cgroup 7 is not allowed onto port 8000",
+            ]),
+        ];
+        for (name, plan, want) in rows {
+            assert_eq!(gaps(&mine, &plan), want, "{name}");
+        }
     }
 }

@@ -7,16 +7,16 @@
 //! - [`encode`]: the text exposition (Prometheus 0.0.4 and OpenMetrics), escaping hostile labels.
 //! - [`server`]: the `/metrics` listener.
 //!
-//! The request path only calls the cheap hooks on [`Metrics`]; a rejection costs one lock and,
-//! with a pinned map, two bpf(2) calls (lookup and update).
+//! Every per-request series carries a `server` label (one value per configured server). The
+//! request path only calls the cheap hooks on [`ServerStats`] and [`Metrics::reject`]; a
+//! rejection costs one lock and, with a pinned map, two bpf(2) calls (lookup and update).
 pub mod encode;
 pub mod series;
 pub mod server;
 pub mod store;
 
 use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
+    collections::{BTreeMap, HashMap, HashSet},
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
@@ -27,7 +27,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use gateway_common::{LAYOUT_VERSION, Reason, program};
+use gateway_common::{LAYOUT_VERSION, Reason};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -38,7 +38,7 @@ use self::{
     store::Store,
 };
 use crate::{
-    ebpf::pins,
+    ebpf::{counters::Counter, enforce::KernelCheck},
     proxy::body::{Body, BoxError},
 };
 
@@ -110,71 +110,39 @@ struct Histogram {
     sum: f64,
 }
 
-/// Everything `/metrics` reports.
+/// A server as metrics know it.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    pub name: String,
+    /// The bound listen port: HTTP rejections of this server are counted under it.
+    pub listen_port: u16,
+    /// Kernel events on this port are this server's too.
+    pub upstream_port: Option<u16>,
+}
+
+/// The per-request series of one server.
 #[derive(Debug)]
-pub struct Metrics {
-    store: Store,
-    series: Mutex<Series>,
+pub struct ServerStats {
+    pub name: String,
+    pub listen_port: u16,
     /// `(method, status)` -> requests. Methods outside the standard set count as `other`, so
     /// this holds at most 10 × 900 entries.
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     upstream: Mutex<Histogram>,
     open_connections: AtomicI64,
     sse_streams: Arc<AtomicI64>,
-    /// The pin directory, when kernel enforcement started.
-    enforcing: Option<PathBuf>,
-    /// Failed reads of the counters.
-    read_errors: AtomicU64,
 }
 
-impl Metrics {
-    /// Rejections counted in this process only (no kernel layer).
-    pub fn in_process(label_budget: usize) -> Self {
-        Self::with_store(Store::in_process(), label_budget, None)
-    }
-
-    /// Rejections counted in the map pinned in `pin_dir` (kernel enforcement is on); falls back
-    /// to in-process counting, with a warning, when the map can't be opened.
-    pub fn pinned(pin_dir: &Path, label_budget: usize) -> Self {
-        let store = match Store::pinned(pin_dir) {
-            Ok(Some(store)) => store,
-            Ok(None) => {
-                tracing::warn!(pin_dir = %pin_dir.display(), "no pinned counters map: rejections are counted in this process only");
-                Store::in_process()
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "opening the pinned counters map failed: rejections are counted in this process only");
-                Store::in_process()
-            }
-        };
-        Self::with_store(store, label_budget, Some(pin_dir.to_owned()))
-    }
-
-    fn with_store(store: Store, label_budget: usize, enforcing: Option<PathBuf>) -> Self {
-        let metrics = Self {
-            store,
-            series: Mutex::new(Series::new(label_budget)),
+impl ServerStats {
+    fn new(info: &ServerInfo) -> Self {
+        Self {
+            name: info.name.clone(),
+            listen_port: info.listen_port,
             requests: Mutex::new(BTreeMap::new()),
             upstream: Mutex::new(Histogram::default()),
             open_connections: AtomicI64::new(0),
             sse_streams: Arc::new(AtomicI64::new(0)),
-            enforcing,
-            read_errors: AtomicU64::new(0),
-        };
-        // Seed the budget from what the map already holds, busiest first, so the series a
-        // previous run exported keep their labels.
-        metrics.refresh();
-        metrics
-    }
-
-    /// Whether rejections go to the pinned map (shared with the kernel, persistent).
-    pub fn is_pinned(&self) -> bool {
-        self.store.is_pinned()
-    }
-
-    /// One HTTP rejection. `origin` is the sanitised Origin or Host value.
-    pub fn reject(&self, reason: Reason, origin: &str) {
-        self.store.add(reason, origin);
+        }
     }
 
     /// One answered request, by method and status.
@@ -223,13 +191,123 @@ impl Metrics {
         }
         .boxed_unsync()
     }
+}
+
+/// Everything `/metrics` reports.
+#[derive(Debug)]
+pub struct Metrics {
+    store: Store,
+    series: Mutex<Series>,
+    servers: Vec<Arc<ServerStats>>,
+    /// Port -> server index: a counter whose port is a server's listen or upstream port is that
+    /// server's.
+    port_server: HashMap<u16, usize>,
+    /// Ports of this instance's kernel claim that belong to no server (`--protect-port`): their
+    /// kernel events are exported with `server=""`.
+    instance_ports: HashSet<u16>,
+    /// Set when kernel enforcement started: what `mcp_gateway_ebpf_enforcing` checks.
+    enforcing: Option<KernelCheck>,
+    /// Failed reads of the counters.
+    read_errors: AtomicU64,
+}
+
+impl Metrics {
+    /// Rejections counted in this process only (no kernel layer).
+    pub fn in_process(label_budget: usize, servers: &[ServerInfo]) -> Self {
+        Self::with_store(Store::in_process(), label_budget, servers, None)
+    }
+
+    /// Rejections counted in the map pinned beside `check`'s claim (kernel enforcement is on);
+    /// falls back to in-process counting, with a warning, when the map can't be opened.
+    pub fn pinned(label_budget: usize, servers: &[ServerInfo], check: KernelCheck) -> Self {
+        let store = match Store::pinned(&check.pin_dir) {
+            Ok(Some(store)) => store,
+            Ok(None) => {
+                tracing::warn!(pin_dir = %check.pin_dir.display(), "no pinned counters map: rejections are counted in this process only");
+                Store::in_process()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "opening the pinned counters map failed: rejections are counted in this process only");
+                Store::in_process()
+            }
+        };
+        Self::with_store(store, label_budget, servers, Some(check))
+    }
+
+    fn with_store(
+        store: Store,
+        label_budget: usize,
+        servers: &[ServerInfo],
+        enforcing: Option<KernelCheck>,
+    ) -> Self {
+        let mut port_server = HashMap::new();
+        for (i, s) in servers.iter().enumerate() {
+            port_server.insert(s.listen_port, i);
+            if let Some(port) = s.upstream_port {
+                port_server.entry(port).or_insert(i);
+            }
+        }
+        let instance_ports = enforcing
+            .iter()
+            .flat_map(|c| c.claim.ports.keys().copied())
+            .filter(|p| !port_server.contains_key(p))
+            .collect();
+        let metrics = Self {
+            store,
+            series: Mutex::new(Series::new(label_budget)),
+            servers: servers
+                .iter()
+                .map(|s| Arc::new(ServerStats::new(s)))
+                .collect(),
+            port_server,
+            instance_ports,
+            enforcing,
+            read_errors: AtomicU64::new(0),
+        };
+        // Seed the budget from what the map already holds, busiest first, so the series a
+        // previous run exported keep their labels.
+        metrics.refresh();
+        metrics
+    }
+
+    /// The per-request series of server `index` (in configuration order).
+    pub fn server(&self, index: usize) -> Arc<ServerStats> {
+        self.servers[index].clone()
+    }
+
+    /// Whether rejections go to the pinned map (shared with the kernel, persistent).
+    pub fn is_pinned(&self) -> bool {
+        self.store.is_pinned()
+    }
+
+    /// One HTTP rejection by the server listening on `port`. `origin` is the sanitised Origin
+    /// or Host value.
+    pub fn reject(&self, reason: Reason, port: u16, origin: &str) {
+        self.store.add(reason, port, origin);
+    }
+
+    /// The `server` label of a counter: its server's name, `""` for this instance's extra
+    /// protected ports, `None` for another instance's counter (that instance exports it).
+    fn server_label(&self, counter: &Counter) -> Option<String> {
+        let port = counter.owner_port();
+        if let Some(i) = self.port_server.get(&port) {
+            return Some(self.servers[*i].name.clone());
+        }
+        let kernel = counter.reason().is_some_and(Reason::is_kernel);
+        (kernel && self.instance_ports.contains(&port)).then(String::new)
+    }
 
     /// Reads the counters into the exported series. The series lock is held across the read:
     /// two scrapes folding their snapshots in the wrong order would look like a reset.
     fn refresh(&self) {
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         match self.store.snapshot() {
-            Ok(snapshot) => series.update(snapshot),
+            Ok(snapshot) => series.update(
+                snapshot
+                    .into_iter()
+                    .filter_map(|c| Some((self.server_label(&c)?, c)))
+                    .collect(),
+            ),
             Err(e) => {
                 self.read_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "reading the rejection counters failed; /metrics shows the last values read");
@@ -237,12 +315,11 @@ impl Metrics {
         }
     }
 
-    /// Whether the kernel programs are in force: enforcement started and its links are still
-    /// pinned (`mcp-gateway detach` removes them).
+    /// Whether this instance's claim is in force: its record, ports, flags, allowed cgroups and
+    /// links are all still pinned (another instance, or `mcp-gateway detach`, can't have taken
+    /// them away unnoticed).
     fn ebpf_enforcing(&self) -> bool {
-        self.enforcing.as_ref().is_some_and(|dir| {
-            pins::inventory(dir).is_ok_and(|found| found.links.len() >= program::ALL.len())
-        })
+        self.enforcing.as_ref().is_some_and(|c| c.lost().is_empty())
     }
 
     /// The exposition in `format`.
@@ -253,14 +330,18 @@ impl Metrics {
         enc.family(
             "mcp_gateway_rejections",
             Kind::Counter,
-            "Rejected requests (HTTP) and refused packets, binds and connects (kernel), by reason and origin (origin=\"other\" once the label budget is used up).",
+            "Rejected requests (HTTP) and refused packets, binds and connects (kernel), by server, reason and origin (origin=\"other\" once the label budget is used up).",
         );
         {
             let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-            for (reason, origin, count) in series.totals() {
+            for (server, reason, origin, count) in series.totals() {
                 enc.sample(
                     "mcp_gateway_rejections_total",
-                    &[("reason", reason.name()), ("origin", origin)],
+                    &[
+                        ("server", server),
+                        ("reason", reason.name()),
+                        ("origin", origin),
+                    ],
                     count,
                 );
             }
@@ -269,14 +350,18 @@ impl Metrics {
         enc.family(
             "mcp_gateway_requests",
             Kind::Counter,
-            "Requests answered by the gateway, by method and status.",
+            "Requests answered by the gateway, by server, method and status.",
         );
-        {
-            let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        for s in &self.servers {
+            let requests = s.requests.lock().unwrap_or_else(PoisonError::into_inner);
             for ((method, status), count) in requests.iter() {
                 enc.sample(
                     "mcp_gateway_requests_total",
-                    &[("method", method), ("status", &status.to_string())],
+                    &[
+                        ("server", &s.name),
+                        ("method", method),
+                        ("status", &status.to_string()),
+                    ],
                     count,
                 );
             }
@@ -287,31 +372,44 @@ impl Metrics {
             Kind::Histogram,
             "Time from sending a request to the MCP server to its response head (for SSE, the start of the stream).",
         );
-        {
-            let h = self.upstream.lock().unwrap_or_else(PoisonError::into_inner);
+        for s in &self.servers {
+            let h = s.upstream.lock().unwrap_or_else(PoisonError::into_inner);
             let name = "mcp_gateway_upstream_request_duration_seconds";
+            let server = ("server", s.name.as_str());
             for (count, (_, le)) in h.buckets.iter().zip(BUCKETS) {
-                enc.sample(&format!("{name}_bucket"), &[("le", le)], count);
+                enc.sample(&format!("{name}_bucket"), &[server, ("le", le)], count);
             }
-            enc.sample(&format!("{name}_bucket"), &[("le", "+Inf")], h.count);
-            enc.sample(&format!("{name}_sum"), &[], h.sum);
-            enc.sample(&format!("{name}_count"), &[], h.count);
+            enc.sample(
+                &format!("{name}_bucket"),
+                &[server, ("le", "+Inf")],
+                h.count,
+            );
+            enc.sample(&format!("{name}_sum"), &[server], h.sum);
+            enc.sample(&format!("{name}_count"), &[server], h.count);
+        }
+
+        let per_server = [
+            (
+                "mcp_gateway_open_connections",
+                "Client connections open now.",
+            ),
+            ("mcp_gateway_sse_streams", "SSE streams being relayed now."),
+        ];
+        for (name, help) in per_server {
+            enc.family(name, Kind::Gauge, help);
+            for s in &self.servers {
+                let value = match name {
+                    "mcp_gateway_open_connections" => s.open_connections.load(Ordering::Relaxed),
+                    _ => s.sse_streams.load(Ordering::Relaxed),
+                };
+                enc.sample(name, &[("server", &s.name)], value);
+            }
         }
 
         let gauges = [
             (
-                "mcp_gateway_open_connections",
-                "Client connections open now.",
-                self.open_connections.load(Ordering::Relaxed),
-            ),
-            (
-                "mcp_gateway_sse_streams",
-                "SSE streams being relayed now.",
-                self.sse_streams.load(Ordering::Relaxed),
-            ),
-            (
                 "mcp_gateway_ebpf_enforcing",
-                "1 when the kernel programs are attached and pinned, else 0.",
+                "1 when every port this gateway instance claims is protected by the kernel programs as it asked (checked at each scrape), else 0.",
                 i64::from(self.ebpf_enforcing()),
             ),
             (
@@ -360,7 +458,7 @@ impl Metrics {
 
 /// Holds one `mcp_gateway_open_connections`.
 #[derive(Debug)]
-pub struct ConnectionGuard(Arc<Metrics>);
+pub struct ConnectionGuard(Arc<ServerStats>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {

@@ -1,8 +1,9 @@
 //! The exported `mcp_gateway_rejections_total` series, bounded and monotonic.
 //!
-//! - **Bounded**: at most `budget` (reason, origin) series are ever exported, first come (the
-//!   highest counts first within one scrape, so the map's busiest keys win at start-up); every
-//!   further origin adds to its reason's `origin="other"` series. At most `budget + 8` series.
+//! - **Bounded**: at most `budget` (server, reason, origin) series are ever exported, first come
+//!   (the highest counts first within one scrape, so the map's busiest keys win at start-up);
+//!   every further origin adds to its server and reason's `origin="other"` series. At most
+//!   `budget + servers × reasons` series.
 //! - **Sticky**: an admitted series stays for the life of the process, so no count moves from
 //!   one series to another and none goes backwards.
 //! - **Monotonic**: each series accumulates the increases of its keys between scrapes. A key the
@@ -17,13 +18,16 @@ use crate::ebpf::counters::Counter;
 /// The `origin` label of the overflow series.
 pub const OTHER: &str = "other";
 
+/// (server, reason, origin label).
+type Key = (String, Reason, String);
+
 /// Exported state. Memory: `budget` labels, one `u64` per key of the map (itself bounded).
 #[derive(Debug)]
 pub struct Series {
     budget: usize,
-    admitted: HashSet<(Reason, String)>,
+    admitted: HashSet<Key>,
     last: HashMap<CounterKey, u64>,
-    totals: BTreeMap<(Reason, String), u64>,
+    totals: BTreeMap<Key, u64>,
 }
 
 impl Series {
@@ -36,16 +40,17 @@ impl Series {
         }
     }
 
-    /// Folds a fresh read of every counter in.
-    pub fn update(&mut self, mut snapshot: Vec<Counter>) {
+    /// Folds a fresh read of every counter in, each with its `server` label.
+    pub fn update(&mut self, mut snapshot: Vec<(String, Counter)>) {
         // Admission order: highest counts first, then by key for determinism.
-        snapshot.sort_by(|a, b| {
+        snapshot.sort_by(|(_, a), (_, b)| {
             b.count
                 .cmp(&a.count)
                 .then_with(|| a.key.data.cmp(&b.key.data))
+                .then_with(|| a.key.port.cmp(&b.key.port))
         });
         let mut seen = HashMap::with_capacity(snapshot.len());
-        for counter in snapshot {
+        for (server, counter) in snapshot {
             // Unknown reasons (a newer writer) are not exported: the reason label stays bounded.
             let Some(reason) = counter.reason() else {
                 continue;
@@ -56,14 +61,14 @@ impl Series {
                 _ => counter.count,
             };
             seen.insert(counter.key, counter.count);
-            let label = counter.label();
-            let series = if self.admitted.contains(&(reason, label.clone())) {
-                (reason, label)
-            } else if label != OTHER && self.admitted.len() < self.budget {
-                self.admitted.insert((reason, label.clone()));
-                (reason, label)
+            let key = (server, reason, counter.label());
+            let series = if self.admitted.contains(&key) {
+                key
+            } else if key.2 != OTHER && self.admitted.len() < self.budget {
+                self.admitted.insert(key.clone());
+                key
             } else {
-                (reason, OTHER.to_owned())
+                (key.0, reason, OTHER.to_owned())
             };
             let total = self.totals.entry(series).or_insert(0);
             *total = total.saturating_add(delta);
@@ -72,11 +77,11 @@ impl Series {
         self.last = seen;
     }
 
-    /// `(reason, origin label, count)`, sorted by reason then label.
-    pub fn totals(&self) -> impl Iterator<Item = (Reason, &str, u64)> {
-        self.totals
-            .iter()
-            .map(|((reason, label), count)| (*reason, label.as_str(), *count))
+    /// `(server, reason, origin label, count)`, sorted by server, reason, then label.
+    pub fn totals(&self) -> impl Iterator<Item = (&str, Reason, &str, u64)> {
+        self.totals.iter().map(|((server, reason, label), count)| {
+            (server.as_str(), *reason, label.as_str(), *count)
+        })
     }
 }
 
@@ -84,17 +89,20 @@ impl Series {
 mod tests {
     use super::*;
 
-    fn http(reason: Reason, origin: &str, count: u64) -> Counter {
-        Counter {
-            key: CounterKey::text(reason, origin.as_bytes()),
-            count,
-        }
+    fn http(reason: Reason, origin: &str, count: u64) -> (String, Counter) {
+        (
+            "s".to_owned(),
+            Counter {
+                key: CounterKey::text(reason, 8787, origin.as_bytes()),
+                count,
+            },
+        )
     }
 
     fn totals(series: &Series) -> Vec<(&'static str, String, u64)> {
         series
             .totals()
-            .map(|(r, l, c)| (r.name(), l.to_owned(), c))
+            .map(|(_, r, l, c)| (r.name(), l.to_owned(), c))
             .collect()
     }
 
@@ -145,6 +153,45 @@ mod tests {
         s.update(vec![http(Reason::Auth, "http://a.test", 0)]);
         s.update(vec![http(Reason::Auth, "http://a.test", 2)]);
         assert_eq!(totals(&s), [("auth", "http://a.test".into(), 53)]);
+    }
+
+    #[test]
+    fn servers_keep_their_own_series_and_overflow() {
+        let key = |port: u16, origin: &str| CounterKey::text(Reason::Host, port, origin.as_bytes());
+        let mut s = Series::new(1);
+        s.update(vec![
+            (
+                "a".into(),
+                Counter {
+                    key: key(1, "x"),
+                    count: 5,
+                },
+            ),
+            (
+                "b".into(),
+                Counter {
+                    key: key(2, "x"),
+                    count: 3,
+                },
+            ),
+            (
+                "b".into(),
+                Counter {
+                    key: key(2, "y"),
+                    count: 1,
+                },
+            ),
+        ]);
+        let got: Vec<(String, String, u64)> = s
+            .totals()
+            .map(|(srv, _, l, c)| (srv.to_owned(), l.to_owned(), c))
+            .collect();
+        assert_eq!(
+            got,
+            [("a".into(), "x".into(), 5), ("b".into(), "other".into(), 4),],
+            "the same origin at another server is another series; past the budget each server \
+             has its own overflow"
+        );
     }
 
     #[test]

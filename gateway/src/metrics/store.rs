@@ -75,9 +75,10 @@ impl Store {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// Counts one HTTP rejection of `origin` (sanitised text) for `reason`.
-    pub fn add(&self, reason: Reason, origin: &str) {
-        let key = CounterKey::text(reason, origin.as_bytes());
+    /// Counts one HTTP rejection of `origin` (sanitised text) for `reason`, by the server
+    /// listening on `port`.
+    pub fn add(&self, reason: Reason, port: u16, origin: &str) {
+        let key = CounterKey::text(reason, port, origin.as_bytes());
         // A poisoned lock only means another thread panicked mid-increment; the map itself is
         // consistent (each write is one syscall), so keep counting.
         let mut writer = self
@@ -96,7 +97,7 @@ impl Store {
             Writer::InProcess(counts) => {
                 let full = counts.len() >= MAX_COUNTER_KEYS as usize;
                 let key = if full && !counts.contains_key(&key) {
-                    CounterKey::other(reason)
+                    CounterKey::other(reason, port)
                 } else {
                     key
                 };

@@ -4,31 +4,27 @@ use std::{net::SocketAddr, time::Duration};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header, request::Parts};
 use http_body_util::{BodyExt as _, LengthLimitError};
 use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
 use super::{
     Gateway,
     body::{self, Body, EndOnShutdown},
+    connect::Connector,
     headers, reply,
 };
+use crate::config::{Upstream, UpstreamAddr};
 
 /// Pooled keep-alive client for the upstream.
-pub type UpstreamClient = Client<HttpConnector, Body>;
+pub type UpstreamClient = Client<Connector, Body>;
 
-pub fn client(connect_timeout: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
+pub fn client(upstream: &Upstream, connect_timeout: Duration) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
+        .build(Connector::new(upstream, connect_timeout))
 }
 
 /// Sends the request upstream. Paths pass through unchanged; `Host` becomes the upstream's
-/// authority so an upstream that checks Host itself still accepts it.
+/// authority (`localhost` for a socket) so an upstream that checks Host itself accepts it.
 pub async fn forward(
     gw: &Gateway,
     peer: SocketAddr,
@@ -52,7 +48,7 @@ pub async fn forward(
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(target) = Uri::builder()
         .scheme("http")
-        .authority(gw.upstream.authority.as_str())
+        .authority(gw.upstream.host())
         .path_and_query(path)
         .build()
     else {
@@ -61,7 +57,7 @@ pub async fn forward(
             "Bad request: invalid request target",
         );
     };
-    if let Ok(host) = HeaderValue::from_str(&gw.upstream.authority) {
+    if let Ok(host) = HeaderValue::from_str(gw.upstream.host()) {
         headers.insert(header::HOST, host);
     }
 
@@ -85,7 +81,7 @@ pub async fn forward(
     let body = body.map_err(body::BoxError::from).boxed_unsync();
     // SSE streams end cleanly on shutdown and are counted while open.
     let body = if is_sse {
-        gw.metrics
+        gw.stats
             .track_sse(EndOnShutdown::wrap(body, gw.shutdown.clone()))
     } else {
         body
@@ -104,16 +100,36 @@ fn upstream_error(gw: &Gateway, err: &hyper_util::client::legacy::Error) -> Resp
             ),
         );
     }
-    let timed_out =
-        find::<std::io::Error>(err).is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+    let io = find::<std::io::Error>(err).map(std::io::Error::kind);
+    let timed_out = io == Some(std::io::ErrorKind::TimedOut);
     if err.is_connect() && timed_out {
-        tracing::warn!(upstream = %gw.upstream.authority, "upstream connect timed out");
+        tracing::warn!(server = %gw.name, upstream = %gw.upstream, "upstream connect timed out");
         return reply::json_rpc_error(
             StatusCode::GATEWAY_TIMEOUT,
             "Gateway timeout: the MCP server did not accept the connection in time",
         );
     }
-    tracing::warn!(upstream = %gw.upstream.authority, error = %err, cause = ?std::error::Error::source(err), "upstream request failed");
+    if let (true, UpstreamAddr::Unix(path)) = (err.is_connect(), &gw.upstream.addr) {
+        let path = path.display();
+        match io {
+            Some(std::io::ErrorKind::NotFound) => {
+                tracing::warn!(server = %gw.name, socket = %path, "the upstream socket does not exist: is the MCP server running, and listening on this path?");
+                return reply::json_rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("Bad gateway: the MCP server's socket {path} does not exist"),
+                );
+            }
+            Some(std::io::ErrorKind::PermissionDenied) => {
+                tracing::warn!(server = %gw.name, socket = %path, user = %gw.user, "permission denied on the upstream socket: give the gateway's user access to it (group or mode of the socket and its directories)");
+                return reply::json_rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("Bad gateway: permission denied on the MCP server's socket {path}"),
+                );
+            }
+            _ => {}
+        }
+    }
+    tracing::warn!(server = %gw.name, upstream = %gw.upstream, error = %err, cause = ?std::error::Error::source(err), "upstream request failed");
     reply::json_rpc_error(
         StatusCode::BAD_GATEWAY,
         "Bad gateway: the MCP server is unreachable or closed the connection",

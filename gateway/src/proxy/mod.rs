@@ -10,6 +10,7 @@
 //! 6. forwarding: streamed both ways, hop-by-hop headers stripped, upstream Host set.
 pub mod auth;
 pub mod body;
+pub mod connect;
 pub mod forward;
 pub mod headers;
 pub mod reply;
@@ -27,58 +28,74 @@ use tokio_util::sync::CancellationToken;
 
 use self::{body::Body, forward::UpstreamClient};
 use crate::{
-    config::{Limits, Token, Upstream},
-    metrics::{self, Metrics},
+    config::{ConfigError, Limits, ServerSettings, Token, Upstream},
+    mcp::McpPolicy,
+    metrics::{self, Metrics, ServerStats},
     policy::{Policy, Rejection, cors, sanitize},
     security_log::RejectionLog,
 };
 
-/// Everything a request needs, shared by all connections.
+/// One MCP server behind the gateway: its policy and upstream, shared by all its connections.
 pub struct Gateway {
+    /// The server's name, in logs and the `server` metric label.
+    pub name: String,
+    /// The bound listen port (HTTP rejections are counted under it).
+    pub listen_port: u16,
     pub policy: Policy,
+    pub mcp: McpPolicy,
     pub upstream: Upstream,
     pub auth_token: Option<Token>,
     pub limits: Limits,
     pub client: UpstreamClient,
     /// Fires on SIGINT/SIGTERM: SSE streams end, the accept loop stops.
     pub shutdown: CancellationToken,
-    pub rejections: RejectionLog,
+    /// The process-wide rejection log limiter.
+    pub rejections: Arc<RejectionLog>,
     /// Counters for `/metrics` (rejections also go to the pinned map when the kernel layer runs).
     pub metrics: Arc<Metrics>,
+    /// This server's per-request series.
+    pub stats: Arc<ServerStats>,
+    /// Who this process runs as (said when the upstream socket refuses it).
+    pub user: String,
 }
 
 impl Gateway {
+    /// Server `index` of `metrics`, from its settings. `settings.listen` must be the bound
+    /// address (its port is the one allowed in `Host`).
     pub fn new(
-        policy: Policy,
-        upstream: Upstream,
-        auth_token: Option<Token>,
-        limits: Limits,
+        settings: ServerSettings,
+        index: usize,
+        metrics: Arc<Metrics>,
+        rejections: Arc<RejectionLog>,
         shutdown: CancellationToken,
-    ) -> Self {
-        Self {
-            client: forward::client(limits.connect_timeout),
+    ) -> Result<Self, ConfigError> {
+        let policy = Policy::new(&settings.policy)?;
+        let mcp = McpPolicy::new(&settings.mcp).map_err(|e| ConfigError::Invalid {
+            key: e.key,
+            why: e.why,
+        })?;
+        Ok(Self {
+            client: forward::client(&settings.upstream, settings.limits.connect_timeout),
+            name: settings.name,
+            listen_port: settings.listen.port(),
             policy,
-            upstream,
-            auth_token,
-            limits,
+            mcp,
+            upstream: settings.upstream,
+            auth_token: settings.auth_token,
+            limits: settings.limits,
             shutdown,
-            rejections: RejectionLog::default(),
-            metrics: Arc::new(Metrics::in_process(metrics::DEFAULT_LABEL_BUDGET)),
-        }
-    }
-
-    /// Counts into `metrics` instead of a private in-process set.
-    #[must_use]
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
-        self
+            rejections,
+            stats: metrics.server(index),
+            metrics,
+            user: connect::process_user(),
+        })
     }
 
     /// Every request, counted by method and final status.
     pub async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
         let method = req.method().clone();
         let resp = self.route(peer, req).await;
-        self.metrics.request(&method, resp.status());
+        self.stats.request(&method, resp.status());
         resp
     }
 
@@ -105,10 +122,14 @@ impl Gateway {
                 .map(str::as_bytes)
                 .or_else(|| parts.headers.get(header::HOST).map(|h| h.as_bytes()));
             let origin = sanitize(origin.unwrap_or_default());
-            self.metrics.reject(gateway_common::Reason::Auth, &origin);
-            if self.rejections.admit(&format!("auth {origin}")) {
+            self.metrics
+                .reject(gateway_common::Reason::Auth, self.listen_port, &origin);
+            if self
+                .rejections
+                .admit(&format!("{} auth {origin}", self.name))
+            {
                 tracing::warn!(
-                    reason = "auth", value = ?origin, peer = %peer, method = %parts.method,
+                    server = %self.name, reason = "auth", value = ?origin, peer = %peer, method = %parts.method,
                     path = ?parts.uri.path(), "rejected request: missing or wrong bearer token"
                 );
             }
@@ -123,10 +144,10 @@ impl Gateway {
                 ),
             );
         }
-        tracing::debug!(peer = %peer, method = %parts.method, path = ?parts.uri.path(), rule = %accepted.rule, "accepted");
+        tracing::debug!(server = %self.name, peer = %peer, method = %parts.method, path = ?parts.uri.path(), rule = %accepted.rule, "accepted");
         let sent = std::time::Instant::now();
         let mut resp = forward::forward(self, peer, parts, body).await;
-        self.metrics.upstream_duration(sent.elapsed());
+        self.stats.upstream_duration(sent.elapsed());
         // Append, so an upstream `Vary` survives (upstream CORS headers were already dropped).
         for (name, value) in &cors::response_headers(&accepted) {
             resp.headers_mut().append(name, value.clone());
@@ -136,12 +157,15 @@ impl Gateway {
 
     /// A 403 for a policy rejection: logged (rate-limited), never forwarded.
     fn reject(&self, peer: SocketAddr, parts: &Parts, rejection: &Rejection) -> Response<Body> {
-        self.metrics
-            .reject(metrics::counted_reason(rejection.reason), &rejection.value);
+        self.metrics.reject(
+            metrics::counted_reason(rejection.reason),
+            self.listen_port,
+            &rejection.value,
+        );
         let reason = rejection.reason.as_str();
         if self
             .rejections
-            .admit(&format!("{reason} {}", rejection.value))
+            .admit(&format!("{} {reason} {}", self.name, rejection.value))
         {
             let header = |name| {
                 parts
@@ -150,6 +174,7 @@ impl Gateway {
                     .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             };
             tracing::warn!(
+                server = %self.name,
                 reason,
                 value = ?rejection.value,
                 origin = ?header(header::ORIGIN),
@@ -208,7 +233,8 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> anyhow::Result<()
             () = gw.shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let open = gw.metrics.connection();
+        let open = gw.stats.connection();
+        let gw_name = gw.name.clone();
         let gw = gw.clone();
         let service = service_fn(move |req| {
             let gw = gw.clone();
@@ -217,13 +243,14 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> anyhow::Result<()
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(err) = conn.await {
-                tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+                tracing::debug!(server = %gw_name, peer = %peer, error = %err, "connection ended with an error");
             }
             drop((permit, open));
         });
     }
 
     tracing::info!(
+        server = %gw.name,
         grace = ?limits.shutdown_grace,
         "shutting down: no new connections; letting in-flight requests finish"
     );

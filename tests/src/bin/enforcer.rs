@@ -15,7 +15,10 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use mcp_gateway::cli::kernel::{self, DetachArgs, DoctorArgs, EbpfArgs};
+use mcp_gateway::{
+    cli::kernel::{self, DetachArgs, DoctorArgs, EbpfArgs, ServerPorts},
+    config::{self, file::FileConfig},
+};
 
 #[derive(Parser)]
 struct Cli {
@@ -66,7 +69,17 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let enforcement = kernel::start(&args.ebpf, args.upstream_port, args.listen)?;
+        let settings = config::kernel_settings(&args.ebpf, &FileConfig::default());
+        let server = ServerPorts {
+            name: "enforcer".to_owned(),
+            upstream: format!("http://127.0.0.1:{}/mcp", args.upstream_port),
+            upstream_port: Some(args.upstream_port),
+            listen: args.listen,
+            exclusive_upstream: args.ebpf.exclusive_upstream.unwrap_or(false),
+            allow_cgroups: args.ebpf.allow_cgroups.clone().unwrap_or_default(),
+        };
+        let instance = config::default_instance(&[args.listen]);
+        let enforcement = kernel::start(&settings, &instance, &[server])?;
         match &enforcement {
             Some(e) => {
                 let s = e.status();

@@ -1,0 +1,696 @@
+//! Settings for `mcp-gateway run`, layered. For a single server: flags win over `MCP_GATEWAY_*`
+//! environment variables, which win over the TOML file given with `--config`, which wins over
+//! defaults. A file with `[[server]]` tables describes several servers served by one process:
+//! a key inside a server table wins for that server; flags, the environment and the file's top
+//! level are defaults for every server, in that order.
+//!
+//! Bad configuration fails at start with the key and the reason; nothing is silently ignored.
+pub mod file;
+pub mod upstream;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+use self::file::{FileConfig, ServerKeys};
+pub use self::upstream::{Upstream, UpstreamAddr};
+use crate::{
+    cli::kernel::{EbpfArgs, EbpfMode},
+    ebpf::{pins::DEFAULT_PIN_DIR, policy::BindPolicy},
+    mcp::{McpPolicy, McpSettings},
+    policy::{Mode, Policy, PolicyError, PolicySettings},
+};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+/// The server name of a gateway configured without `[[server]]` tables or `--name`.
+pub const DEFAULT_SERVER_NAME: &str = "default";
+/// Longest server name (it is a log field and a metric label).
+pub const MAX_SERVER_NAME: usize = gateway_common::SERVER_NAME_LEN;
+const MIB: u64 = 1024 * 1024;
+
+/// Flags of `mcp-gateway run`. Every setting can also come from the environment or the file.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// URL of the MCP server to protect: http://127.0.0.1:8000/mcp, or a Unix socket
+    /// unix:/run/mcp/server.sock[:/ENDPOINT] (endpoint /mcp by default). Request paths pass
+    /// through unchanged.
+    #[arg(long, env = "MCP_GATEWAY_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8787]. Loopback only unless
+    /// --allow-non-loopback and --auth-token-file are both given.
+    #[arg(long, env = "MCP_GATEWAY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Name of the server in logs and metrics [default: default].
+    #[arg(long, env = "MCP_GATEWAY_NAME")]
+    pub name: Option<String>,
+    /// Name of this gateway instance in the kernel layer's shared registry; a restart with the
+    /// same name takes its protection over [default: the listen addresses].
+    #[arg(long, env = "MCP_GATEWAY_INSTANCE")]
+    pub instance: Option<String>,
+    /// Policy mode [default: permissive].
+    #[arg(long, id = "policy_mode", env = "MCP_GATEWAY_MODE")]
+    pub mode: Option<Mode>,
+    /// Allowed browser origin (repeatable): `scheme://host[:port]` or `scheme://host:*`.
+    #[arg(
+        long = "allow-origin",
+        env = "MCP_GATEWAY_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Extra allowed Host value (repeatable), `name[:port]`, beyond the loopback names.
+    #[arg(
+        long = "allow-host",
+        env = "MCP_GATEWAY_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Permit a non-loopback listen address (also needs --auth-token-file).
+    #[arg(
+        long,
+        env = "MCP_GATEWAY_ALLOW_NON_LOOPBACK",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub allow_non_loopback: Option<bool>,
+    /// File holding a bearer token that every request must present.
+    #[arg(long, env = "MCP_GATEWAY_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Largest request body accepted, in bytes [default: 4 MiB]; larger gets 413.
+    #[arg(long, env = "MCP_GATEWAY_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// Seconds a client may take to send its request headers [default: 10].
+    #[arg(long, env = "MCP_GATEWAY_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<f64>,
+    /// Largest request head in bytes [default: 16384].
+    #[arg(long, env = "MCP_GATEWAY_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Most request headers [default: 64].
+    #[arg(long, env = "MCP_GATEWAY_MAX_HEADERS")]
+    pub max_headers: Option<usize>,
+    /// Most client connections open at once [default: 512].
+    #[arg(long, env = "MCP_GATEWAY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds to wait for the upstream to accept a connection [default: 5]; then 504.
+    #[arg(long, env = "MCP_GATEWAY_CONNECT_TIMEOUT_SECS")]
+    pub connect_timeout_secs: Option<f64>,
+    /// Seconds in-flight requests get to finish on SIGINT/SIGTERM [default: 10].
+    #[arg(long, env = "MCP_GATEWAY_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<f64>,
+    /// Only these MCP tools may be called and listed (repeatable; a trailing `*` matches a
+    /// prefix) [default: every tool].
+    #[arg(
+        long = "allow-tool",
+        env = "MCP_GATEWAY_ALLOWED_TOOLS",
+        value_delimiter = ','
+    )]
+    pub allowed_tools: Option<Vec<String>>,
+    /// These MCP tools may never be called, and are hidden from tools/list (repeatable; a
+    /// trailing `*` matches a prefix; wins over --allow-tool).
+    #[arg(
+        long = "deny-tool",
+        env = "MCP_GATEWAY_DENIED_TOOLS",
+        value_delimiter = ','
+    )]
+    pub denied_tools: Option<Vec<String>>,
+    /// Only these JSON-RPC methods may be sent (repeatable; a trailing `*` matches a prefix).
+    /// initialize, notifications/initialized, ping, server/discover and notifications/cancelled
+    /// are always allowed [default: every method].
+    #[arg(
+        long = "allow-method",
+        env = "MCP_GATEWAY_ALLOWED_METHODS",
+        value_delimiter = ','
+    )]
+    pub allowed_methods: Option<Vec<String>>,
+    /// Audit log of MCP calls: a file (JSON lines, reopened on SIGHUP) or `-` for stderr.
+    #[arg(long, env = "MCP_GATEWAY_AUDIT_LOG")]
+    pub audit_log: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, env = "MCP_GATEWAY_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Address of the Prometheus `/metrics` listener, or `off` [default: 127.0.0.1:9464]. A
+    /// listener of its own, never the proxy's.
+    #[arg(long, env = "MCP_GATEWAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<crate::metrics::Listen>,
+    /// Most (reason, origin) series in mcp_gateway_rejections_total; further origins count
+    /// as origin="other" [default: 200].
+    #[arg(long, env = "MCP_GATEWAY_METRICS_LABEL_BUDGET")]
+    pub metrics_label_budget: Option<usize>,
+    /// TOML configuration file (keys as in `mcp-gateway.example.toml`; `[[server]]` tables
+    /// describe several servers).
+    #[arg(long, env = "MCP_GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub ebpf: EbpfArgs,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where `--audit-log` writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stderr,
+    File(PathBuf),
+}
+
+/// Configuration errors, each naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    ParseFile {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error(
+        "upstream: missing; pass --upstream http://127.0.0.1:PORT/mcp (the MCP server to protect)"
+    )]
+    MissingUpstream,
+    #[error("upstream: `{value}` is not usable: {why}")]
+    Upstream { value: String, why: String },
+    #[error(
+        "listen: {addr} is not a loopback address. Anything on the network could reach it; bind 127.0.0.1, \
+         or pass --allow-non-loopback together with --auth-token-file"
+    )]
+    NonLoopback { addr: SocketAddr },
+    #[error("{key}: {why}")]
+    Invalid { key: &'static str, why: String },
+    #[error("auth_token_file: reading {path}: {source}")]
+    Token {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// An error inside one `[[server]]` table.
+    #[error("server `{server}` ([[server]] table {index}): {source}")]
+    Server {
+        server: String,
+        index: usize,
+        source: Box<ConfigError>,
+    },
+}
+
+/// Everything `run` needs, resolved and validated.
+#[derive(Debug)]
+pub struct Settings {
+    /// `--instance`; `None`: derived from the listen addresses once bound.
+    pub instance: Option<String>,
+    /// At least one; names and listen addresses are unique.
+    pub servers: Vec<ServerSettings>,
+    pub log_format: LogFormat,
+    pub metrics: MetricsSettings,
+    pub kernel: KernelSettings,
+    pub audit_log: Option<AuditTarget>,
+}
+
+/// One MCP server behind the gateway, with its own policy.
+#[derive(Debug)]
+pub struct ServerSettings {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub upstream: Upstream,
+    /// Validated; compiled again by `run` once the real listen port is known (`--listen :0`).
+    pub policy: PolicySettings,
+    pub auth_token: Option<Token>,
+    pub limits: Limits,
+    pub exclusive_upstream: bool,
+    pub allow_cgroups: Vec<PathBuf>,
+    pub mcp: McpSettings,
+}
+
+/// The kernel layer of the whole process (the union of its servers' ports).
+#[derive(Clone, Debug)]
+pub struct KernelSettings {
+    pub mode: EbpfMode,
+    /// `None`: the cgroup-v2 root.
+    pub cgroup: Option<PathBuf>,
+    pub pin_dir: PathBuf,
+    pub bind_policy: BindPolicy,
+    pub protect_ports: Vec<u16>,
+}
+
+/// The `/metrics` listener.
+#[derive(Clone, Debug)]
+pub struct MetricsSettings {
+    /// `None`: off.
+    pub listen: Option<SocketAddr>,
+    /// Whether the address was configured (a busy default only warns; a chosen one must bind).
+    pub explicit: bool,
+    pub label_budget: usize,
+}
+
+/// A bearer token. Its Debug output never shows the secret.
+#[derive(Clone)]
+pub struct Token(pub Vec<u8>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_body_bytes: u64,
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+    pub connect_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl RunArgs {
+    /// The per-server keys set by flags or the environment.
+    fn keys(&self) -> ServerKeys {
+        ServerKeys {
+            mode: self.mode,
+            allowed_origins: self.allowed_origins.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
+            allow_non_loopback: self.allow_non_loopback,
+            auth_token_file: self.auth_token_file.clone(),
+            max_body_bytes: self.max_body_bytes,
+            header_timeout_secs: self.header_timeout_secs,
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            max_connections: self.max_connections,
+            connect_timeout_secs: self.connect_timeout_secs,
+            shutdown_grace_secs: self.shutdown_grace_secs,
+            exclusive_upstream: self.ebpf.exclusive_upstream,
+            allow_cgroups: self.ebpf.allow_cgroups.clone(),
+            allowed_tools: self.allowed_tools.clone(),
+            denied_tools: self.denied_tools.clone(),
+            allowed_methods: self.allowed_methods.clone(),
+        }
+    }
+
+    /// Merges flags/env with the file and defaults, and validates the result.
+    pub fn resolve(&self) -> Result<Settings, ConfigError> {
+        let file = match &self.config {
+            Some(path) => file::load(path)?,
+            None => FileConfig::default(),
+        };
+        let flags = self.keys();
+        let servers = if file.server.is_empty() {
+            // `a.or(b)` everywhere: flags/env (already merged by clap) over the file.
+            let upstream = self
+                .upstream
+                .clone()
+                .or(file.upstream.clone())
+                .ok_or(ConfigError::MissingUpstream)?;
+            let listen = self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+            let name = self
+                .name
+                .clone()
+                .or(file.name.clone())
+                .unwrap_or_else(|| DEFAULT_SERVER_NAME.to_owned());
+            vec![server(name, listen, &upstream, flags.or(file.keys()))?]
+        } else {
+            self.servers(&file, flags)?
+        };
+        let instance = self.instance.clone().or(file.instance.clone());
+        if let Some(name) = &instance {
+            check_instance_name(name)?;
+        }
+        let metrics = metrics_settings(
+            &servers,
+            self.metrics_listen.or(file.metrics_listen),
+            self.metrics_label_budget.or(file.metrics_label_budget),
+        )?;
+        let kernel = self.kernel(&file, &servers)?;
+        let audit_log = self
+            .audit_log
+            .clone()
+            .or(file.audit_log.clone())
+            .map(|t| audit_target(&t))
+            .transpose()?;
+        Ok(Settings {
+            instance,
+            servers,
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            metrics,
+            kernel,
+            audit_log,
+        })
+    }
+
+    /// The `[[server]]` tables, each over the flags and the top level.
+    fn servers(
+        &self,
+        file: &FileConfig,
+        flags: ServerKeys,
+    ) -> Result<Vec<ServerSettings>, ConfigError> {
+        for (set, key) in [
+            (
+                self.upstream.is_some() || file.upstream.is_some(),
+                "upstream",
+            ),
+            (self.listen.is_some() || file.listen.is_some(), "listen"),
+            (self.name.is_some() || file.name.is_some(), "name"),
+        ] {
+            if set {
+                return Err(ConfigError::Invalid {
+                    key,
+                    why: "the config file has [[server]] tables: set it in each table, not with \
+                          a flag, an MCP_GATEWAY_* variable or a top-level key"
+                        .into(),
+                });
+            }
+        }
+        let defaults = flags.or(file.keys());
+        let mut servers: Vec<ServerSettings> = Vec::with_capacity(file.server.len());
+        for (i, table) in file.server.iter().enumerate() {
+            let index = i + 1;
+            let in_table = |source: ConfigError| ConfigError::Server {
+                server: table.name.clone().unwrap_or_else(|| "?".into()),
+                index,
+                source: Box::new(source),
+            };
+            let missing = |key: &'static str, example: &str| {
+                in_table(ConfigError::Invalid {
+                    key,
+                    why: format!("missing; add {key} = {example} to the table"),
+                })
+            };
+            let name = table
+                .name
+                .clone()
+                .ok_or_else(|| missing("name", "\"weather\""))?;
+            let listen = table
+                .listen
+                .ok_or_else(|| missing("listen", "\"127.0.0.1:8787\""))?;
+            let upstream = table.upstream.as_deref().ok_or_else(|| {
+                missing(
+                    "upstream",
+                    "\"http://127.0.0.1:8000/mcp\" (or \"unix:/run/mcp/NAME.sock\")",
+                )
+            })?;
+            let keys = table.keys().or(defaults.clone());
+            let settings = server(name.clone(), listen, upstream, keys).map_err(in_table)?;
+            if let Some(other) = servers.iter().find(|s| s.name == name) {
+                return Err(in_table(ConfigError::Invalid {
+                    key: "name",
+                    why: format!(
+                        "`{name}` also names [[server]] table {}; give each server its own name",
+                        servers
+                            .iter()
+                            .position(|s| s.name == other.name)
+                            .unwrap_or(0)
+                            + 1
+                    ),
+                }));
+            }
+            if let Some(other) = servers.iter().find(|s| s.listen == listen) {
+                return Err(in_table(ConfigError::Invalid {
+                    key: "listen",
+                    why: format!(
+                        "{listen} is also the listen address of server `{}`; give each server \
+                         its own address",
+                        other.name
+                    ),
+                }));
+            }
+            servers.push(settings);
+        }
+        if servers.len() > gateway_common::MAX_INSTANCE_SERVERS {
+            return Err(ConfigError::Invalid {
+                key: "server",
+                why: format!(
+                    "{} servers; one gateway serves at most {}: run another instance",
+                    servers.len(),
+                    gateway_common::MAX_INSTANCE_SERVERS
+                ),
+            });
+        }
+        Ok(servers)
+    }
+
+    fn kernel(
+        &self,
+        file: &FileConfig,
+        servers: &[ServerSettings],
+    ) -> Result<KernelSettings, ConfigError> {
+        for s in servers.iter().filter(|s| s.exclusive_upstream) {
+            if s.upstream.port().is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "exclusive_upstream",
+                    why: format!(
+                        "server `{}` has a Unix-socket upstream: there is no port to reserve; \
+                         the socket's file permissions decide who may connect",
+                        s.name
+                    ),
+                });
+            }
+        }
+        Ok(kernel_settings(&self.ebpf, file))
+    }
+}
+
+/// The kernel layer's settings: flags (and the environment) over the file's keys.
+pub fn kernel_settings(e: &EbpfArgs, file: &FileConfig) -> KernelSettings {
+    KernelSettings {
+        mode: e.mode.or(file.ebpf).unwrap_or_default(),
+        cgroup: e.cgroup.clone().or(file.cgroup.clone()),
+        pin_dir: e
+            .pin_dir
+            .clone()
+            .or(file.pin_dir.clone())
+            .unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
+        bind_policy: e
+            .bind_policy
+            .or(file.bind_policy)
+            .unwrap_or_default()
+            .into(),
+        protect_ports: e
+            .protect_ports
+            .clone()
+            .or(file.protect_ports.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// One server from its name, listen address, upstream and merged per-server keys.
+fn server(
+    name: String,
+    listen: SocketAddr,
+    upstream: &str,
+    keys: ServerKeys,
+) -> Result<ServerSettings, ConfigError> {
+    check_server_name(&name)?;
+    let upstream = upstream::parse(upstream)?;
+    let allow_non_loopback = keys.allow_non_loopback.unwrap_or(false);
+    let auth_token = keys.auth_token_file.map(|p| read_token(&p)).transpose()?;
+    let exposed_ok = allow_non_loopback && auth_token.is_some();
+    if !(listen.ip().is_loopback() || exposed_ok) {
+        return Err(ConfigError::NonLoopback { addr: listen });
+    }
+    let policy = PolicySettings {
+        mode: keys.mode.unwrap_or_default(),
+        listen,
+        allowed_hosts: keys.allowed_hosts.unwrap_or_default(),
+        allowed_origins: keys.allowed_origins.unwrap_or_default(),
+    };
+    Policy::new(&policy)?;
+    let limits = Limits {
+        max_body_bytes: positive("max_body_bytes", keys.max_body_bytes, 4 * MIB)?,
+        header_timeout: secs("header_timeout_secs", keys.header_timeout_secs, 10.0)?,
+        max_header_bytes: positive("max_header_bytes", keys.max_header_bytes, 16 * 1024)?,
+        max_headers: positive("max_headers", keys.max_headers, 64)?,
+        max_connections: positive("max_connections", keys.max_connections, 512)?,
+        connect_timeout: secs("connect_timeout_secs", keys.connect_timeout_secs, 5.0)?,
+        shutdown_grace: secs("shutdown_grace_secs", keys.shutdown_grace_secs, 10.0)?,
+    };
+    // hyper's smallest read buffer.
+    if limits.max_header_bytes < 8192 {
+        return Err(ConfigError::Invalid {
+            key: "max_header_bytes",
+            why: "must be at least 8192".into(),
+        });
+    }
+    let mcp = McpSettings {
+        allowed_tools: keys.allowed_tools.unwrap_or_default(),
+        denied_tools: keys.denied_tools.unwrap_or_default(),
+        allowed_methods: keys.allowed_methods.unwrap_or_default(),
+    };
+    McpPolicy::new(&mcp).map_err(|e| ConfigError::Invalid {
+        key: e.key,
+        why: e.why,
+    })?;
+    Ok(ServerSettings {
+        name,
+        listen,
+        upstream,
+        policy,
+        auth_token,
+        limits,
+        exclusive_upstream: keys.exclusive_upstream.unwrap_or(false),
+        allow_cgroups: keys.allow_cgroups.unwrap_or_default(),
+        mcp,
+    })
+}
+
+/// Server names are log fields and metric labels: short, and letters, digits, `.`, `_`, `-`.
+fn check_server_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_SERVER_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key: "name",
+        why: format!(
+            "`{name}`: use 1 to {MAX_SERVER_NAME} letters, digits, `.`, `_` or `-` (it names the \
+             server in logs and metrics)"
+        ),
+    })
+}
+
+fn check_instance_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= gateway_common::INSTANCE_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key: "instance",
+        why: format!(
+            "`{name}`: use 1 to {} printable ASCII characters without spaces",
+            gateway_common::INSTANCE_NAME_LEN
+        ),
+    })
+}
+
+/// The default instance name: the servers' listen addresses, which no two running gateways
+/// share (a long list is shortened to its hash).
+pub fn default_instance(listens: &[SocketAddr]) -> String {
+    let joined = listens
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    if joined.len() <= gateway_common::INSTANCE_NAME_LEN {
+        return joined;
+    }
+    format!(
+        "listen-{:016x}",
+        crate::ebpf::pins::fnv1a(joined.as_bytes())
+    )
+}
+
+fn audit_target(text: &str) -> Result<AuditTarget, ConfigError> {
+    match text {
+        "-" => Ok(AuditTarget::Stderr),
+        "" => Err(ConfigError::Invalid {
+            key: "audit_log",
+            why: "empty; give a file path, or `-` for stderr".into(),
+        }),
+        path => Ok(AuditTarget::File(PathBuf::from(path))),
+    }
+}
+
+fn metrics_settings(
+    servers: &[ServerSettings],
+    listen: Option<crate::metrics::Listen>,
+    budget: Option<usize>,
+) -> Result<MetricsSettings, ConfigError> {
+    use crate::metrics::{DEFAULT_LABEL_BUDGET, DEFAULT_LISTEN, Listen, MAX_LABEL_BUDGET};
+    let explicit = listen.is_some();
+    let listen = match listen {
+        Some(Listen::Off) => None,
+        Some(Listen::On(addr)) => Some(addr),
+        None => DEFAULT_LISTEN.parse().ok(),
+    };
+    if let Some(addr) = listen {
+        for proxy in servers.iter().map(|s| s.listen) {
+            let overlaps = addr.ip() == proxy.ip() || addr.ip().is_unspecified();
+            if addr.port() != 0 && addr.port() == proxy.port() && overlaps {
+                return Err(ConfigError::Invalid {
+                    key: "metrics_listen",
+                    why: format!(
+                        "{addr} is a proxy's own address; metrics need a listener of their own \
+                         (e.g. {DEFAULT_LISTEN}) or `off`"
+                    ),
+                });
+            }
+        }
+    }
+    let label_budget = budget.unwrap_or(DEFAULT_LABEL_BUDGET);
+    if label_budget > MAX_LABEL_BUDGET {
+        return Err(ConfigError::Invalid {
+            key: "metrics_label_budget",
+            why: format!("{label_budget} is more than {MAX_LABEL_BUDGET} series"),
+        });
+    }
+    Ok(MetricsSettings {
+        listen,
+        explicit,
+        label_budget,
+    })
+}
+
+fn read_token(path: &Path) -> Result<Token, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Token {
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() || token.chars().any(|c| c.is_ascii_control() || c == ' ') {
+        return Err(ConfigError::Invalid {
+            key: "auth_token_file",
+            why: format!(
+                "{} must hold one token with no spaces or control characters",
+                path.display()
+            ),
+        });
+    }
+    Ok(Token(token.as_bytes().to_vec()))
+}
+
+fn positive<T: PartialOrd + Default + Copy>(
+    key: &'static str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    let value = value.unwrap_or(default);
+    if value <= T::default() {
+        return Err(ConfigError::Invalid {
+            key,
+            why: "must be greater than zero".into(),
+        });
+    }
+    Ok(value)
+}
+
+fn secs(key: &'static str, value: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
+    let value = value.unwrap_or(default);
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or(ConfigError::Invalid {
+            key,
+            why: format!("{value} is not a positive number of seconds"),
+        })
+}

@@ -1,0 +1,13 @@
+//! MCP-aware edge controls: what the gateway reads of the MCP messages it relays.
+//!
+//! - [`message`]: a POST body parsed as JSON-RPC, strictly (parse error -32700, invalid request
+//!   -32600);
+//! - [`headers`]: 2026-07-28 request metadata headers against the body (-32020);
+//! - [`allow`]: method and tool allowlists.
+//!
+//! Every decision here is a pure function of the request; the plumbing is in `proxy`.
+pub mod allow;
+pub mod headers;
+pub mod message;
+
+pub use self::allow::{McpPolicy, McpSettings};
