@@ -5,11 +5,13 @@ answers (`count`), and a resource (`config://greeting`). Every HTTP request it r
 tool it runs is appended to --record as one JSON line, so a test can prove what reached it (and
 what did not).
 
-    server.py --port P --record FILE [--protection on|off] [--transport streamable|sse]
+    server.py (--port P | --uds PATH) --record FILE [--protection on|off]
+              [--transport streamable|sse]
 
 --protection off turns the SDK's own DNS-rebinding protection off, so the gateway in front is the
 only defence; on allows only Host 127.0.0.1:P (and Origin http://127.0.0.1:P).
-Prints `listening P` on stdout once it accepts connections.
+--uds serves on a Unix socket instead of a TCP port (uvicorn's `--uds`).
+Prints `listening P` (or `listening PATH`) on stdout once it accepts connections.
 """
 
 import argparse
@@ -27,7 +29,9 @@ GREETING = "hello from the upstream MCP server"
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", type=int)
+    where.add_argument("--uds")
     parser.add_argument("--record", required=True)
     parser.add_argument("--protection", choices=["on", "off"], default="off")
     parser.add_argument("--transport", choices=["streamable", "sse"], default="streamable")
@@ -63,6 +67,8 @@ def main() -> None:
         """A fixed text."""
         return GREETING
 
+    if args.protection == "on" and args.uds:
+        sys.exit("--protection on needs --port (it allows Host 127.0.0.1:PORT)")
     if args.protection == "on":
         security = TransportSecuritySettings(
             enable_dns_rebinding_protection=True,
@@ -92,9 +98,12 @@ def main() -> None:
             )
         await app(scope, receive, send)
 
-    config = uvicorn.Config(
-        recording_app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on"
-    )
+    if args.uds:
+        config = uvicorn.Config(recording_app, uds=args.uds, log_level="warning", lifespan="on")
+    else:
+        config = uvicorn.Config(
+            recording_app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on"
+        )
     uv = uvicorn.Server(config)
 
     async def serve() -> None:
@@ -104,7 +113,7 @@ def main() -> None:
                 task.result()
                 sys.exit("server stopped before it started")
             await asyncio.sleep(0.02)
-        print(f"listening {args.port}", flush=True)
+        print(f"listening {args.uds or args.port}", flush=True)
         await task
 
     asyncio.run(serve())

@@ -175,7 +175,10 @@ impl Transport {
 
 /// The SDK upstream server (`server.py`), recording every request and tool call it receives.
 pub struct Upstream {
+    /// 0 for a Unix-socket upstream.
     pub port: u16,
+    /// The socket of a Unix-socket upstream.
+    pub socket: Option<PathBuf>,
     record: PathBuf,
     // Field order: the server stops before its directory goes.
     _child: ChildGuard,
@@ -186,24 +189,65 @@ impl Upstream {
     /// Starts the server on 127.0.0.1:`port`; `protection` turns the SDK's own DNS-rebinding
     /// protection on (allowed Host: 127.0.0.1:`port` only).
     pub fn start(port: u16, transport: Transport, protection: bool) -> Self {
+        let protection = if protection { "on" } else { "off" };
+        let port_arg = port.to_string();
+        Self::spawn(
+            &["--port", &port_arg, "--protection", protection],
+            transport,
+            |_| port_arg.clone(),
+            port,
+        )
+    }
+
+    /// Starts the server on a Unix socket in its own directory (uvicorn `--uds`); the URL to
+    /// give the gateway is [`Upstream::url`].
+    pub fn start_unix(transport: Transport) -> Self {
+        Self::spawn(
+            &[],
+            transport,
+            |dir| dir.join("mcp.sock").display().to_string(),
+            0,
+        )
+    }
+
+    fn spawn(
+        args: &[&str],
+        transport: Transport,
+        place: impl Fn(&Path) -> String,
+        port: u16,
+    ) -> Self {
         let python = python();
         let dir = TempDir::new("upstream");
         let record = dir.path().join("record.jsonl");
         fs::write(&record, "").expect("creating the record");
+        let at = place(dir.path());
         let mut cmd = Command::new(python);
         cmd.arg(assets().join("server.py"))
-            .args(["--port", &port.to_string(), "--transport", transport.arg()])
-            .args(["--protection", if protection { "on" } else { "off" }])
+            .args(args)
+            .args(["--transport", transport.arg()])
             .arg("--record")
             .arg(&record);
+        let socket = (port == 0).then(|| PathBuf::from(&at));
+        if let Some(socket) = &socket {
+            cmd.arg("--uds").arg(socket);
+        }
         let mut child = ChildGuard::spawn_logged(&mut cmd);
         let line = child.read_line();
-        assert_eq!(line, format!("listening {port}"), "server.py said: {line}");
+        assert_eq!(line, format!("listening {at}"), "server.py said: {line}");
         Self {
             port,
+            socket,
             record,
             _child: child,
             _dir: dir,
+        }
+    }
+
+    /// The upstream URL of the MCP endpoint for `transport`.
+    pub fn url(&self, transport: Transport) -> String {
+        match &self.socket {
+            Some(socket) => format!("unix:{}:{}", socket.display(), transport.path()),
+            None => format!("http://127.0.0.1:{}{}", self.port, transport.path()),
         }
     }
 
@@ -338,12 +382,18 @@ impl Gateway {
         flags: &[&str],
         cgroup: Option<&Path>,
     ) -> Self {
+        let upstream = format!("http://127.0.0.1:{upstream_port}/mcp");
+        Self::start_url(port, &upstream, flags, cgroup)
+    }
+
+    /// Like [`Gateway::start_with`], in front of the upstream URL `upstream`.
+    pub fn start_url(port: u16, upstream: &str, flags: &[&str], cgroup: Option<&Path>) -> Self {
         let dir = TempDir::new("gateway");
         let log = dir.path().join("gateway.log");
         let listen: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut cmd = in_cgroup(cgroup, &gateway_bin());
         cmd.args(["run", "--upstream"])
-            .arg(format!("http://127.0.0.1:{upstream_port}/mcp"))
+            .arg(upstream)
             .arg("--listen")
             .arg(listen.to_string())
             .args(["--log-format", "json"])

@@ -21,6 +21,8 @@ pub struct Options {
     pub limits: Limits,
     /// Method and tool allowlists.
     pub mcp: McpSettings,
+    /// The upstream, when not the TCP address `start` is given (e.g. a Unix socket).
+    pub upstream: Option<Upstream>,
 }
 
 impl Default for Options {
@@ -39,6 +41,7 @@ impl Default for Options {
                 shutdown_grace: Duration::from_secs(10),
             },
             mcp: McpSettings::default(),
+            upstream: None,
         }
     }
 }
@@ -69,7 +72,9 @@ impl TestGateway {
         let settings = ServerSettings {
             name: "test".to_owned(),
             listen: addr,
-            upstream: Upstream::tcp(&upstream.to_string(), upstream.port()),
+            upstream: opts
+                .upstream
+                .unwrap_or_else(|| Upstream::tcp(&upstream.to_string(), upstream.port())),
             policy: PolicySettings {
                 mode: opts.mode,
                 listen: addr,
@@ -171,6 +176,50 @@ impl BinaryGateway {
     /// The `Host` value a legitimate local client sends.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.listen.port())
+    }
+}
+
+/// The real `mcp-gateway run --config FILE` serving the file's `[[server]]` tables, with its own
+/// metrics listener; the file lives (and is removed) with it.
+pub struct ConfigGateway {
+    pub child: crate::process::ChildGuard,
+    pub metrics: SocketAddr,
+    _dir: crate::e2e::TempDir,
+}
+
+impl ConfigGateway {
+    /// Writes `config` to a file, starts the gateway on it plus `args` (which must include
+    /// `--ebpf ...`), and waits until every server listens.
+    pub fn start(config: &str, args: &[&str]) -> Self {
+        let dir = crate::e2e::TempDir::new("config");
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, config).expect("writing the config file");
+        let metrics: SocketAddr = format!("127.0.0.1:{}", crate::prometheus::free_port())
+            .parse()
+            .expect("addr");
+        let mut cmd = crate::process::gateway_command();
+        cmd.env("RUST_LOG", "info")
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .arg("--metrics-listen")
+            .arg(metrics.to_string())
+            .args(args);
+        let mut child = crate::process::ChildGuard::spawn_logged(&mut cmd);
+        for _ in 0..config.matches("[[server]]").count().max(1) {
+            child.wait_for_log("mcp-gateway listening on", Duration::from_secs(30));
+        }
+        crate::prometheus::wait_listening(metrics, Duration::from_secs(10));
+        Self {
+            child,
+            metrics,
+            _dir: dir,
+        }
+    }
+
+    /// The parsed `/metrics` samples.
+    pub fn samples(&self) -> Vec<crate::prometheus::Sample> {
+        crate::prometheus::parse(&crate::prometheus::scrape(self.metrics))
     }
 }
 

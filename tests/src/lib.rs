@@ -10,6 +10,7 @@ pub mod e2e;
 pub mod gateway;
 pub mod netns;
 pub mod pins;
+pub mod probe;
 pub mod process;
 pub mod prometheus;
 pub mod tools;

@@ -156,6 +156,21 @@ pub fn rejections(samples: &[Sample], reason: &str, origin: &str) -> u64 {
         .sum()
 }
 
+/// The sum of the samples named `name` whose labels include every `(label, value)` of `labels`
+/// (0 when none).
+pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
 /// `promtool check metrics` on `text`: Ok, or its complaints.
 pub fn promtool_check(text: &str) -> Result<(), String> {
     let mut child = Command::new(tools::promtool())

@@ -23,7 +23,11 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::TokioIo;
-use tokio::{net::TcpListener, sync::mpsc};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, UnixListener},
+    sync::mpsc,
+};
 
 /// What the upstream saw of one request.
 #[derive(Clone, Debug)]
@@ -44,6 +48,7 @@ struct Log {
 
 /// The running upstream. Dropping it stops accepting.
 pub struct Upstream {
+    /// The TCP address (`0.0.0.0:0` for a Unix-socket upstream).
     pub addr: SocketAddr,
     log: Arc<Mutex<Log>>,
     task: tokio::task::JoinHandle<()>,
@@ -62,8 +67,30 @@ impl Upstream {
             .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let log = Arc::new(Mutex::new(Log::default()));
-        let task = tokio::spawn(accept_loop(listener, log.clone()));
+        let accept_log = log.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                serve(stream, &accept_log);
+            }
+        });
         Self { addr, log, task }
+    }
+
+    /// The same upstream on a Unix socket at `path`.
+    pub fn start_unix(path: &std::path::Path) -> Self {
+        let listener = UnixListener::bind(path).expect("bind the upstream socket");
+        let log = Arc::new(Mutex::new(Log::default()));
+        let accept_log = log.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                serve(stream, &accept_log);
+            }
+        });
+        Self {
+            addr: ([0, 0, 0, 0], 0).into(),
+            log,
+            task,
+        }
     }
 
     /// TCP connections accepted so far.
@@ -87,17 +114,16 @@ impl Upstream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, log: Arc<Mutex<Log>>) {
-    while let Ok((stream, _)) = listener.accept().await {
-        log.lock().unwrap().connections += 1;
-        let log = log.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, log.clone()));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+/// Serves one accepted connection, counting it.
+fn serve<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(stream: S, log: &Arc<Mutex<Log>>) {
+    log.lock().unwrap().connections += 1;
+    let log = log.clone();
+    tokio::spawn(async move {
+        let service = service_fn(move |req| handle(req, log.clone()));
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    });
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;

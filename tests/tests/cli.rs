@@ -141,6 +141,78 @@ fn invalid_configuration_fails_at_start_naming_the_key() {
     }
 }
 
+/// A `[[server]]` table.
+fn server_table(name: &str, listen: &str, upstream: &str) -> String {
+    format!("[[server]]\nname = \"{name}\"\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\n")
+}
+
+#[test]
+fn bad_server_tables_fail_at_start_naming_the_server_and_the_key() {
+    let a = server_table("a", "127.0.0.1:18787", "http://127.0.0.1:8000/mcp");
+    let cases = [
+        (
+            "same-listen",
+            format!(
+                "{a}{}",
+                server_table("b", "127.0.0.1:18787", "http://127.0.0.1:8001/mcp")
+            ),
+            "server `b` ([[server]] table 2): listen: 127.0.0.1:18787 is also the listen address of server `a`; give each server its own address",
+        ),
+        (
+            "same-name",
+            format!(
+                "{a}{}",
+                server_table("a", "127.0.0.1:18788", "http://127.0.0.1:8001/mcp")
+            ),
+            "server `a` ([[server]] table 2): name: `a` also names [[server]] table 1; give each server its own name",
+        ),
+        (
+            "unknown-key",
+            format!("{a}allowed_origin = [\"http://x.test\"]\n"),
+            "unknown field `allowed_origin`, expected one of",
+        ),
+        (
+            "no-upstream",
+            "[[server]]\nname = \"a\"\nlisten = \"127.0.0.1:18787\"\n".to_owned(),
+            "server `a` ([[server]] table 1): upstream: missing; add upstream = \"http://127.0.0.1:8000/mcp\"",
+        ),
+        (
+            "relative-unix",
+            server_table("a", "127.0.0.1:18787", "unix:run/mcp/a.sock"),
+            "server `a` ([[server]] table 1): upstream: `unix:run/mcp/a.sock` is not usable: the socket path must be absolute",
+        ),
+        (
+            "bad-name",
+            server_table("a b", "127.0.0.1:18787", "http://127.0.0.1:8000/mcp"),
+            "name: `a b`: use 1 to 32 letters",
+        ),
+        (
+            "top-level-upstream",
+            format!("upstream = \"http://127.0.0.1:9/mcp\"\n{a}"),
+            "upstream: the config file has [[server]] tables: set it in each table",
+        ),
+        (
+            "exclusive-unix",
+            format!(
+                "{}exclusive_upstream = true\n",
+                server_table("a", "127.0.0.1:18787", "unix:/run/a.sock")
+            ),
+            "exclusive_upstream: server `a` has a Unix-socket upstream",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let file = temp_file(&format!("{name}.toml"), &text);
+        let out = output(&mut run_cmd(&["--config", file.to_str().unwrap()]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} started");
+        assert_eq!(
+            stderr.matches(want).count(),
+            1,
+            "{name}: the error should say, once: {want}\n{stderr}"
+        );
+    }
+}
+
 #[test]
 fn non_loopback_listen_needs_the_flag_and_a_token() {
     let token = temp_file("token", "s3cret\n");

@@ -14,8 +14,20 @@ use serde_json::{Value, json};
 /// Starts an upstream and a gateway in front of it, runs `sdk`'s client through the gateway,
 /// and checks what the client received and what reached the upstream.
 fn interop(sdk: Sdk, transport: Transport, protection: bool) {
-    let upstream = Upstream::start(free_port(), transport, protection);
-    let gateway = Gateway::start(free_port(), upstream.port);
+    interop_with(
+        sdk,
+        transport,
+        Upstream::start(free_port(), transport, protection),
+    );
+}
+
+fn interop_with(sdk: Sdk, transport: Transport, upstream: Upstream) {
+    let gateway = Gateway::start_url(
+        free_port(),
+        &upstream.url(transport),
+        &["--ebpf", "off"],
+        None,
+    );
     wait_listening(gateway.listen, Duration::from_secs(10));
     let url = format!("http://{}{}", gateway.listen, transport.path());
 
@@ -24,7 +36,10 @@ fn interop(sdk: Sdk, transport: Transport, protection: bool) {
     assert_received_everything(&summary);
     let requests = upstream.requests();
     assert!(!requests.is_empty(), "nothing reached the upstream");
-    let upstream_host = format!("127.0.0.1:{}", upstream.port);
+    let upstream_host = match upstream.socket {
+        Some(_) => "localhost".to_owned(),
+        None => format!("127.0.0.1:{}", upstream.port),
+    };
     for r in &requests {
         assert_eq!(
             r["host"], upstream_host,
@@ -124,6 +139,19 @@ fn python_sdk_client_over_legacy_sse_through_gateway() {
 #[test]
 fn typescript_sdk_client_over_legacy_sse_through_gateway() {
     interop(Sdk::TypeScript, Transport::Sse, false);
+}
+
+/// The official Python SDK server on a Unix socket (uvicorn `--uds`): no TCP port at all, the
+/// gateway in front, both SDK clients and both transports.
+#[test]
+fn sdk_clients_through_gateway_to_a_python_sdk_server_on_a_unix_socket() {
+    for (sdk, transport) in [
+        (Sdk::Python, Transport::Streamable),
+        (Sdk::TypeScript, Transport::Streamable),
+        (Sdk::Python, Transport::Sse),
+    ] {
+        interop_with(sdk, transport, Upstream::start_unix(transport));
+    }
 }
 
 /// With the SDK's own protection on (only Host 127.0.0.1:<its port>), clients through the

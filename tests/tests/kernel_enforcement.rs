@@ -19,15 +19,14 @@ use mcp_gateway_tests::{
     cgroup::TestCgroup,
     netns::{HostPair, NetnsGuard, REMOTE_V4, REMOTE_V6, SERVER_V4, SERVER_V6},
     pins::PinDir,
-    process::{ChildGuard, gateway_bin, netprobe},
+    probe::{ATTEMPT_MS, connect, listen, probe},
+    process::{ChildGuard, gateway_bin},
     require_privileges,
 };
 
 const UPSTREAM: u16 = 18000;
 const UNPROTECTED: u16 = 18001;
 const LISTEN: &str = "127.0.0.1:18787";
-/// Shorter than the first SYN retransmission (1 s): one attempt is exactly one packet.
-const ATTEMPT_MS: &str = "400";
 
 fn enforcer_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -93,46 +92,6 @@ fn start_gateway(cgroup: &TestCgroup, pins: &PinDir) -> (ChildGuard, String) {
     let mut gateway = ChildGuard::spawn_logged(&mut gateway_cmd(cgroup, pins, "required"));
     let line = gateway.wait_for_log("kernel enforcement in force", Duration::from_secs(30));
     (gateway, line)
-}
-
-/// A listener in `cgroup` and `ns`.
-fn listen(cgroup: &Path, ns: &NetnsGuard, addr: &str) -> ChildGuard {
-    let mut server = ChildGuard::spawn(netprobe().arg("--cgroup").arg(cgroup).args([
-        "--netns",
-        ns.name(),
-        "listen",
-        addr,
-    ]));
-    let port = server.read_line();
-    assert!(
-        addr.ends_with(&format!(":{port}")),
-        "listening on {port}, wanted {addr}"
-    );
-    server
-}
-
-/// One netprobe run (`connect`/`bind`), in `ns` and, if given, `cgroup`; its one-line answer.
-fn probe(cgroup: Option<&Path>, ns: &NetnsGuard, args: &[&str]) -> String {
-    let mut cmd = netprobe();
-    if let Some(dir) = cgroup {
-        cmd.arg("--cgroup").arg(dir);
-    }
-    let out = cmd
-        .args(["--netns", ns.name()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running netprobe");
-    assert!(
-        out.status.success(),
-        "netprobe {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn connect(ns: &NetnsGuard, addr: &str) -> String {
-    probe(None, ns, &["connect", addr, ATTEMPT_MS])
 }
 
 fn v4(s: &str) -> IpAddr {

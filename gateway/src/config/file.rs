@@ -108,13 +108,13 @@ server_keys! {
 /// Reads and parses `path`. TOML's own errors name the line and the key (an unknown key inside
 /// a server table reads "unknown field `x`, expected one of ...").
 pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::ReadFile {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
-    toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
+    toml::from_str(&text).map_err(|cause| ConfigError::ParseFile {
         path: path.to_owned(),
-        source: Box::new(source),
+        cause: Box::new(cause),
     })
 }
 

@@ -164,18 +164,19 @@ pub enum AuditTarget {
     File(PathBuf),
 }
 
-/// Configuration errors, each naming the key.
+/// Configuration errors, each naming the key. Each message is whole: the cause is part of it
+/// (fields are named `cause`, not `source`, so an error chain never prints it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading config file {path}: {source}")]
+    #[error("reading config file {path}: {cause}")]
     ReadFile {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("config file {path}: {source}")]
+    #[error("config file {path}: {cause}")]
     ParseFile {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        cause: Box<toml::de::Error>,
     },
     #[error(
         "upstream: missing; pass --upstream http://127.0.0.1:PORT/mcp (the MCP server to protect)"
@@ -190,19 +191,19 @@ pub enum ConfigError {
     NonLoopback { addr: SocketAddr },
     #[error("{key}: {why}")]
     Invalid { key: &'static str, why: String },
-    #[error("auth_token_file: reading {path}: {source}")]
+    #[error("auth_token_file: reading {path}: {cause}")]
     Token {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Policy(#[from] PolicyError),
     /// An error inside one `[[server]]` table.
-    #[error("server `{server}` ([[server]] table {index}): {source}")]
+    #[error("server `{server}` ([[server]] table {index}): {cause}")]
     Server {
         server: String,
         index: usize,
-        source: Box<ConfigError>,
+        cause: Box<ConfigError>,
     },
 }
 
@@ -383,7 +384,7 @@ impl RunArgs {
             let in_table = |source: ConfigError| ConfigError::Server {
                 server: table.name.clone().unwrap_or_else(|| "?".into()),
                 index,
-                source: Box::new(source),
+                cause: Box::new(source),
             };
             let missing = |key: &'static str, example: &str| {
                 in_table(ConfigError::Invalid {
@@ -652,9 +653,9 @@ fn metrics_settings(
 }
 
 fn read_token(path: &Path) -> Result<Token, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Token {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Token {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     let token = text.trim();
     if token.is_empty() || token.chars().any(|c| c.is_ascii_control() || c == ' ') {

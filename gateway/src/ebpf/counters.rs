@@ -179,9 +179,10 @@ impl PinnedCounters {
 
     /// Adds `n` to a key written only by userspace; returns the new total.
     ///
-    /// Read-modify-write: the caller must hold the one lock every userspace writer of this pin
-    /// directory takes (one gateway per pin directory). The count lives in CPU 0's slot; the
-    /// other slots are kept as they are (zero, unless something else wrote them).
+    /// Read-modify-write: the caller must hold the one lock every userspace writer in this
+    /// process takes. HTTP keys carry the writer's listen port, so gateways sharing a pin
+    /// directory write disjoint keys. The count lives in CPU 0's slot; the other slots are kept
+    /// as they are (zero, unless something else wrote them).
     pub fn add(&mut self, key: &CounterKey, n: u64) -> Result<u64, EbpfError> {
         let mut values = match self.map.get(key, 0) {
             Ok(values) => values.to_vec(),
