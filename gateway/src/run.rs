@@ -15,6 +15,7 @@ use crate::{
     cli::kernel::{self, ServerPorts},
     config::{self, LogFormat, MetricsSettings, RunArgs, ServerSettings, Settings},
     ebpf::enforce::KernelCheck,
+    mcp::audit::AuditLog,
     metrics::{self, Metrics, ServerInfo},
     proxy::{self, Gateway},
     security_log::{self, RejectionLog},
@@ -88,8 +89,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         log_format: _,
         metrics: metrics_settings,
         kernel: kernel_settings,
-        audit_log: _,
+        audit_log,
     } = settings;
+    let audit = audit_log
+        .map(|target| {
+            AuditLog::open(&target).map(Arc::new).with_context(|| {
+                format!("audit_log: opening {target:?}: is the directory there and writable?")
+            })
+        })
+        .transpose()?;
     let bound = bind(servers).await?;
     let listens: Vec<_> = bound.iter().map(|(s, _)| s.listen).collect();
     let instance = instance.unwrap_or_else(|| config::default_instance(&listens));
@@ -123,7 +131,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
 
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone())?;
+    spawn_signal_handler(shutdown.clone(), audit.clone())?;
     start_metrics(&metrics_settings, metrics.clone(), shutdown.clone()).await?;
     let rejections = Arc::new(RejectionLog::default());
     let mut servers = JoinSet::new();
@@ -133,6 +141,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             index,
             metrics.clone(),
             rejections.clone(),
+            audit.clone(),
             shutdown.clone(),
         )?;
         let listen = listener.local_addr()?;
@@ -238,14 +247,25 @@ async fn start_metrics(
     Ok(())
 }
 
-/// SIGINT and SIGTERM start a graceful shutdown.
-fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
+/// SIGINT and SIGTERM start a graceful shutdown; SIGHUP reopens the audit log (logrotate).
+fn spawn_signal_handler(
+    shutdown: CancellationToken,
+    audit: Option<Arc<AuditLog>>,
+) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = int.recv() => tracing::info!("SIGINT received"),
-            _ = term.recv() => tracing::info!("SIGTERM received"),
+        loop {
+            tokio::select! {
+                _ = int.recv() => { tracing::info!("SIGINT received"); break; }
+                _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
+                _ = hup.recv() => match audit.as_deref().map(AuditLog::reopen) {
+                    Some(Err(e)) => tracing::error!(error = %e, "SIGHUP: reopening the audit log failed; still writing to the old file"),
+                    Some(Ok(())) => tracing::info!("SIGHUP: audit log reopened"),
+                    None => tracing::info!("SIGHUP received: nothing to reload"),
+                },
+            }
         }
         shutdown.cancel();
     });

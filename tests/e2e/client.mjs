@@ -1,17 +1,24 @@
 // An MCP client built with the official TypeScript SDK, driving the e2e server's full sequence.
 //
-//     node client.mjs URL [--transport streamable|sse]
+//     node client.mjs URL [--transport streamable|sse] [--refused TOOL]
 //
 // Initializes, lists tools, calls `add` and `count` (collecting every progress notification in the
 // order received), reads `config://greeting`, then ends the session with DELETE (Streamable HTTP).
+// With --refused TOOL it also calls TOOL (a tool the gateway refuses) and records the error.
 // Prints one JSON object with what it received; the test asserts on it.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 
-const [url, flag, transportName = "streamable"] = process.argv.slice(2);
-if (!url || (flag !== undefined && flag !== "--transport")) {
-  console.error("usage: node client.mjs URL [--transport streamable|sse]");
+const [url, ...rest] = process.argv.slice(2);
+const option = (name, fallback) => {
+  const at = rest.indexOf(name);
+  return at >= 0 ? rest[at + 1] : fallback;
+};
+const transportName = option("--transport", "streamable");
+const refused = option("--refused", undefined);
+if (!url) {
+  console.error("usage: node client.mjs URL [--transport streamable|sse] [--refused TOOL]");
   process.exit(2);
 }
 
@@ -41,6 +48,14 @@ summary.count = textOf(counted);
 summary.progress = progress;
 const resource = await client.readResource({ uri: "config://greeting" });
 summary.resource = resource.contents.map((c) => c.text ?? null);
+if (refused !== undefined) {
+  try {
+    const result = await client.callTool({ name: refused, arguments: {} });
+    summary.refused = { result: textOf(result), is_error: Boolean(result.isError) };
+  } catch (error) {
+    summary.refused = { error: String(error?.message ?? error) };
+  }
+}
 if (transportName !== "sse") {
   // Ends the session on the server (HTTP DELETE with the session id).
   await transport.terminateSession();

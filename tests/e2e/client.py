@@ -1,17 +1,22 @@
 """An MCP client built with the official Python SDK, driving the e2e server's full sequence.
 
-    client.py URL [--transport streamable|sse]
+    client.py URL [--transport streamable|sse] [--mode legacy|modern] [--refused TOOL]
 
 Initializes, lists tools, calls `add` and `count` (collecting every progress notification in the
 order received), reads `config://greeting`, then ends the session (the SDK sends DELETE on exit
-with Streamable HTTP). Prints one JSON object with what it received; the test asserts on it.
+with Streamable HTTP). With --refused TOOL it also calls TOOL (a tool the gateway refuses) and
+records the error. Prints one JSON object with what it received; the test asserts on it.
+
+--mode legacy (the default) drives the handshake-era `ClientSession` (initialize, 2025-11-25);
+--mode modern drives the SDK's `Client`, which speaks 2026-07-28 when the server does: every
+request carries `_meta` and the MCP-Protocol-Version, Mcp-Method and Mcp-Name headers.
 """
 
 import argparse
 import asyncio
 import json
 
-from mcp import ClientSession
+from mcp import Client, ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -20,7 +25,42 @@ def text_of(result) -> list[str]:
     return [c.text for c in result.content if getattr(c, "type", None) == "text"]
 
 
-async def run(url: str, transport: str) -> dict:
+async def try_refused(session, name: str) -> dict:
+    """Calls a tool the gateway refuses; what the SDK made of the refusal."""
+    try:
+        result = await session.call_tool(name, {})
+        return {"result": text_of(result), "is_error": bool(result.is_error)}
+    except Exception as error:  # noqa: BLE001 - any clean error is what the test looks for
+        return {"error": str(error) or type(error).__name__}
+
+
+async def run_modern(url: str, refused: str | None) -> dict:
+    summary: dict = {}
+    progress: list[dict] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append({"progress": value, "total": total, "message": message})
+
+    async with Client(url, mode="auto") as client:
+        summary["server_name"] = client.server_info.name if client.server_info else None
+        summary["protocol_version"] = client.protocol_version
+        tools = await client.list_tools()
+        summary["tools"] = sorted(t.name for t in tools.tools)
+        added = await client.call_tool("add", {"a": 2, "b": 3})
+        summary["add"] = text_of(added)
+        summary["add_is_error"] = bool(added.is_error)
+        counted = await client.call_tool("count", {"steps": 3}, progress_callback=on_progress)
+        summary["count"] = text_of(counted)
+        summary["progress"] = progress
+        resource = await client.read_resource("config://greeting")
+        summary["resource"] = [getattr(c, "text", None) for c in resource.contents]
+        if refused:
+            summary["refused"] = await try_refused(client, refused)
+    summary["closed"] = True
+    return summary
+
+
+async def run(url: str, transport: str, refused: str | None) -> dict:
     summary: dict = {}
     progress: list[dict] = []
 
@@ -47,6 +87,8 @@ async def run(url: str, transport: str) -> dict:
             summary["progress"] = progress
             resource = await session.read_resource("config://greeting")
             summary["resource"] = [getattr(c, "text", None) for c in resource.contents]
+            if refused:
+                summary["refused"] = await try_refused(session, refused)
     summary["closed"] = True
     return summary
 
@@ -55,8 +97,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
     parser.add_argument("--transport", choices=["streamable", "sse"], default="streamable")
+    parser.add_argument("--mode", choices=["legacy", "modern"], default="legacy")
+    parser.add_argument("--refused")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.url, args.transport))), flush=True)
+    if args.mode == "modern":
+        summary = asyncio.run(run_modern(args.url, args.refused))
+    else:
+        summary = asyncio.run(run(args.url, args.transport, args.refused))
+    print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":

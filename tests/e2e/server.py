@@ -1,7 +1,8 @@
 """The upstream for the end-to-end tests: an MCP server built with the official Python SDK.
 
 It has a tool that returns a value (`add`), a tool that sends progress notifications before it
-answers (`count`), and a resource (`config://greeting`). Every HTTP request it receives and every
+answers (`count`), a tool a gateway allowlist is meant to refuse (`delete_all`), and a resource
+(`config://greeting`). Every HTTP request it receives and every
 tool it runs is appended to --record as one JSON line, so a test can prove what reached it (and
 what did not).
 
@@ -62,6 +63,12 @@ def main() -> None:
             await asyncio.sleep(0.05)
         return f"counted to {steps}"
 
+    @server.tool()
+    def delete_all() -> str:
+        """Stands for a dangerous tool: the allowlist tests prove it never runs."""
+        record({"event": "tool", "name": "delete_all", "args": {}})
+        return "everything deleted"
+
     @server.resource("config://greeting", mime_type="text/plain")
     def greeting() -> str:
         """A fixed text."""
@@ -94,6 +101,9 @@ def main() -> None:
                     "path": scope["path"],
                     "host": headers.get("host"),
                     "origin": headers.get("origin"),
+                    "mcp_protocol_version": headers.get("mcp-protocol-version"),
+                    "mcp_method": headers.get("mcp-method"),
+                    "mcp_name": headers.get("mcp-name"),
                 }
             )
         await app(scope, receive, send)

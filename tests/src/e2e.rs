@@ -278,18 +278,29 @@ impl Upstream {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sdk {
+    /// The Python SDK's handshake-era `ClientSession` (2025-11-25).
     Python,
+    /// The Python SDK's `Client`, speaking 2026-07-28 (request metadata headers, no sessions).
+    PythonModern,
     TypeScript,
 }
 
 /// Runs the SDK client's full sequence against `url` and returns its JSON summary.
 pub fn run_client(sdk: Sdk, url: &str, transport: Transport) -> Value {
+    run_client_with(sdk, url, transport, &[])
+}
+
+/// Like [`run_client`], with more client flags (`--refused TOOL`).
+pub fn run_client_with(sdk: Sdk, url: &str, transport: Transport, flags: &[&str]) -> Value {
     let mut cmd = match sdk {
-        Sdk::Python => {
+        Sdk::Python | Sdk::PythonModern => {
             let mut cmd = Command::new(python());
             cmd.arg(assets().join("client.py"));
+            if sdk == Sdk::PythonModern {
+                cmd.args(["--mode", "modern"]);
+            }
             cmd
         }
         Sdk::TypeScript => {
@@ -298,7 +309,9 @@ pub fn run_client(sdk: Sdk, url: &str, transport: Transport) -> Value {
             cmd
         }
     };
-    cmd.arg(url).args(["--transport", transport.arg()]);
+    cmd.arg(url)
+        .args(["--transport", transport.arg()])
+        .args(flags);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -461,11 +474,15 @@ impl Gateway {
             .sum()
     }
 
-    /// The `rejected request` lines, as `(reason, value)` (value without Debug quotes).
+    /// The `rejected request` and `refused MCP message` lines, as `(reason, value)` (value
+    /// without Debug quotes).
     pub fn rejections(&self) -> Vec<(String, String)> {
         self.logs()
             .iter()
-            .filter(|l| message(l).starts_with("rejected request"))
+            .filter(|l| {
+                let m = message(l);
+                m.starts_with("rejected request") || m.starts_with("refused MCP message")
+            })
             .map(|l| {
                 let field = |name: &str| field(l, name).trim_matches('"').to_owned();
                 (field("reason"), field("value"))

@@ -2,8 +2,8 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use mcp_gateway::{
-    config::{Limits, ServerSettings, Token, Upstream},
-    mcp::McpSettings,
+    config::{AuditTarget, Limits, ServerSettings, Token, Upstream},
+    mcp::{McpSettings, audit::AuditLog},
     metrics::{self, Metrics, ServerInfo},
     policy::{Mode, PolicySettings},
     proxy::{self, Gateway},
@@ -23,6 +23,8 @@ pub struct Options {
     pub mcp: McpSettings,
     /// The upstream, when not the TCP address `start` is given (e.g. a Unix socket).
     pub upstream: Option<Upstream>,
+    /// The audit log of MCP calls.
+    pub audit: Option<AuditTarget>,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
             },
             mcp: McpSettings::default(),
             upstream: None,
+            audit: None,
         }
     }
 }
@@ -69,6 +72,10 @@ impl TestGateway {
             .await
             .expect("bind gateway");
         let addr = listener.local_addr().expect("addr");
+        let audit = opts
+            .audit
+            .as_ref()
+            .map(|target| Arc::new(AuditLog::open(target).expect("opening the audit log")));
         let settings = ServerSettings {
             name: "test".to_owned(),
             listen: addr,
@@ -101,6 +108,7 @@ impl TestGateway {
             0,
             metrics.clone(),
             Arc::new(RejectionLog::default()),
+            audit,
             shutdown.clone(),
         )
         .expect("valid settings");

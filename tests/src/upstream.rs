@@ -4,6 +4,8 @@
 //! - `/status/NNN`: answers with that status (and an `mcp-session-id` header);
 //! - `/sse?events=N&every_ms=M`: an SSE stream of N events, one every M ms, recording when each
 //!   was sent and when the stream was dropped (client gone);
+//! - a `tools/list` request: the tools [`TOOLS`], as JSON, or as an SSE stream (a progress
+//!   notification, then the result) on `/mcp-sse`;
 //! - anything else: `200 application/json`, echoing method and path, with `mcp-session-id`.
 use std::{
     convert::Infallible,
@@ -128,6 +130,18 @@ fn serve<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(stream: S, log: &Ar
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// The tools the upstream lists.
+pub const TOOLS: [&str; 4] = ["add", "get_weather", "get_secret", "delete_all"];
+
+/// A `tools/list` result for request `id`.
+pub fn tools_result(id: &serde_json::Value) -> String {
+    let tools: Vec<serde_json::Value> = TOOLS
+        .iter()
+        .map(|name| serde_json::json!({"name": name, "inputSchema": {"type": "object"}}))
+        .collect();
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"tools": tools}}).to_string()
+}
+
 async fn handle(
     req: Request<Incoming>,
     log: Arc<Mutex<Log>>,
@@ -148,7 +162,28 @@ async fn handle(
         body: body.clone(),
     });
 
-    let mut resp = if let Some(code) = path.strip_prefix("/status/") {
+    let rpc: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    let tools_list = rpc
+        .as_ref()
+        .filter(|v| v["method"] == "tools/list")
+        .map(|v| tools_result(&v["id"]));
+    let mut resp = if let Some(result) = tools_list {
+        if path == "/mcp-sse" {
+            let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
+            let stream = format!(
+                "event: message\ndata: {progress}\n\nid: 2\nevent: message\ndata: {result}\n\n"
+            );
+            let mut r = Response::new(full(stream));
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            r
+        } else {
+            let mut r = Response::new(full(result));
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            r
+        }
+    } else if let Some(code) = path.strip_prefix("/status/") {
         let status = code
             .parse()
             .ok()

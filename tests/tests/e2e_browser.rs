@@ -104,6 +104,80 @@ fn control_rebinding_attack_from_chromium_succeeds_against_a_bare_server() {
     );
 }
 
+/// Serves client2026.html from `page_host` (its own port) with the gateway at `target`; returns
+/// the page's reports once it is done.
+fn browser_client(page_host: &str, target: &str) -> Vec<Value> {
+    let collector = Collector::start();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the page's server");
+    let port = listener.local_addr().expect("addr").port();
+    let _page = page_server(listener, "client2026.html");
+    let url = format!(
+        "http://{page_host}:{port}/?target={target}&collector={}",
+        collector.url()
+    );
+    let _browser = Chromium::open(&url, None);
+    collector.wait_for(PAGE_TIMEOUT, |r| !steps(r, "finished").is_empty())
+}
+
+/// A browser MCP client on protocol 2026-07-28 (metadata headers, hence a CORS preflight): from
+/// an allowed origin it gets through the gateway and reads the tool's answer; from another
+/// origin the preflight is refused and nothing reaches the server.
+#[test]
+fn a_browser_client_speaking_2026_07_28_gets_through_only_from_an_allowed_origin() {
+    let upstream = Upstream::start(free_port(), Transport::Streamable, false);
+    let gateway = Gateway::start(free_port(), upstream.port);
+    wait_listening(gateway.listen, Duration::from_secs(10));
+    let target = format!("http://127.0.0.1:{}/mcp", gateway.listen.port());
+
+    // http://localhost:P is an allowed origin in the default (permissive) mode.
+    let reports = browser_client("localhost", &target);
+    let called = steps(&reports, "called");
+    assert_eq!(called.len(), 1, "{reports:?}");
+    assert_eq!(
+        called[0]["status"], 200,
+        "the allowed page was refused: {reports:?}"
+    );
+    let body = called[0]["body"]
+        .as_str()
+        .expect("the page read the answer");
+    assert!(body.contains("\"id\":7") && body.contains('5'), "{body}");
+    let tools = upstream.tool_calls();
+    assert_eq!(tools.len(), 1, "{tools:?}");
+    let requests = upstream.requests();
+    let posted: Vec<&Value> = requests.iter().filter(|r| r["method"] == "POST").collect();
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert_eq!(posted[0]["mcp_method"], "tools/call");
+    assert_eq!(posted[0]["mcp_name"], "add");
+    assert!(
+        upstream.requests().iter().all(|r| r["method"] != "OPTIONS"),
+        "the preflight is the gateway's to answer"
+    );
+
+    // The same page on another origin: the preflight is refused, fetch fails.
+    let reports = browser_client(EVIL_HOST, &target);
+    let called = steps(&reports, "called");
+    assert_eq!(called.len(), 1, "{reports:?}");
+    assert!(
+        called[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Failed to fetch")),
+        "the disallowed page got an answer: {reports:?}"
+    );
+    assert_eq!(
+        upstream.tool_calls().len(),
+        1,
+        "the disallowed page ran a tool"
+    );
+    assert!(
+        gateway
+            .rejections()
+            .iter()
+            .any(|(reason, v)| reason == "origin" && v.starts_with("http://evil.test:")),
+        "{:?}",
+        gateway.rejections()
+    );
+}
+
 /// Serves crosssite.html as http://evil.test:Q/ and has it fire `rounds` no-cors POST pairs
 /// at `target`; returns the reports once the page is done.
 fn cross_site(target: &str, rounds: u32) -> (u16, Vec<Value>) {

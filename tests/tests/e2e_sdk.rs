@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use mcp_gateway_tests::e2e::{
-    Gateway, Sdk, Transport, Upstream, free_port, raw_initialize, run_client, wait_listening,
+    Gateway, Sdk, Transport, Upstream, free_port, raw_initialize, run_client_with, wait_listening,
 };
 use serde_json::{Value, json};
 
@@ -22,18 +22,39 @@ fn interop(sdk: Sdk, transport: Transport, protection: bool) {
 }
 
 fn interop_with(sdk: Sdk, transport: Transport, upstream: Upstream) {
-    let gateway = Gateway::start_url(
-        free_port(),
-        &upstream.url(transport),
-        &["--ebpf", "off"],
-        None,
-    );
+    run_interop(sdk, transport, upstream, &[], None);
+}
+
+/// The tool a gateway allowlist refuses in these tests.
+const REFUSED: &str = "delete_all";
+
+/// One SDK client's whole session through a gateway with `flags`; with `refused`, the client
+/// also calls that tool and the gateway must have refused it.
+fn run_interop(
+    sdk: Sdk,
+    transport: Transport,
+    upstream: Upstream,
+    flags: &[&str],
+    refused: Option<&str>,
+) {
+    let mut all = vec!["--ebpf", "off"];
+    all.extend_from_slice(flags);
+    let gateway = Gateway::start_url(free_port(), &upstream.url(transport), &all, None);
     wait_listening(gateway.listen, Duration::from_secs(10));
     let url = format!("http://{}{}", gateway.listen, transport.path());
 
-    let summary = run_client(sdk, &url, transport);
+    let client_flags: Vec<&str> = refused.map(|t| vec!["--refused", t]).unwrap_or_default();
+    let summary = run_client_with(sdk, &url, transport, &client_flags);
 
-    assert_received_everything(&summary);
+    let tools = match refused {
+        // The model is never offered the refused tool.
+        Some(_) => json!(["add", "count"]),
+        None => json!(["add", "count", REFUSED]),
+    };
+    assert_received_everything(&summary, &tools);
+    if sdk == Sdk::PythonModern {
+        assert_eq!(summary["protocol_version"], "2026-07-28", "{summary}");
+    }
     let requests = upstream.requests();
     assert!(!requests.is_empty(), "nothing reached the upstream");
     let upstream_host = match upstream.socket {
@@ -51,6 +72,20 @@ fn interop_with(sdk: Sdk, transport: Transport, upstream: Upstream) {
         .map(|r| r["method"].as_str().unwrap_or_default())
         .collect();
     match transport {
+        // 2026-07-28 has no sessions: every message is a POST carrying its metadata headers,
+        // which the gateway checked against the body and passed on.
+        Transport::Streamable if sdk == Sdk::PythonModern => {
+            let posts: Vec<&Value> = requests.iter().filter(|r| r["method"] == "POST").collect();
+            assert!(posts.len() >= 5, "{requests:?}");
+            for r in posts {
+                assert_eq!(r["mcp_protocol_version"], "2026-07-28", "{r}");
+                assert!(r["mcp_method"].is_string(), "{r}");
+            }
+            assert!(
+                requests.iter().any(|r| r["mcp_name"] == "add"),
+                "tools/call carried Mcp-Name: {requests:?}"
+            );
+        }
         // The session ends with DELETE, and it went through the gateway to the server.
         Transport::Streamable => assert_eq!(
             methods.last(),
@@ -76,19 +111,35 @@ fn interop_with(sdk: Sdk, transport: Transport, upstream: Upstream) {
             json!(["add", {"a": 2, "b": 3}]),
             json!(["count", {"steps": 3}])
         ],
-        "the tools the upstream ran"
+        "the tools the upstream ran (never the refused one)"
+    );
+    let Some(refused) = refused else {
+        assert_eq!(
+            gateway.rejections(),
+            Vec::<(String, String)>::new(),
+            "the gateway rejected part of a legitimate session"
+        );
+        return;
+    };
+    // The SDK got a clean error for the refused call (no hang, no crash).
+    let outcome = &summary["refused"];
+    eprintln!("{sdk:?} over {transport:?}: the refused call gave {outcome}");
+    let error = outcome["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("Forbidden: tool not allowed"),
+        "{sdk:?}: the refused call gave {outcome}"
     );
     assert_eq!(
         gateway.rejections(),
-        Vec::<(String, String)>::new(),
-        "the gateway rejected part of a legitimate session"
+        [("tool".to_owned(), refused.to_owned())],
+        "the gateway refused exactly the refused tool"
     );
 }
 
 /// What every client must have received: see tests/e2e/server.py.
-fn assert_received_everything(summary: &Value) {
+fn assert_received_everything(summary: &Value, tools: &Value) {
     assert_eq!(summary["server_name"], "e2e-upstream", "{summary}");
-    assert_eq!(summary["tools"], json!(["add", "count"]), "{summary}");
+    assert_eq!(&summary["tools"], tools, "{summary}");
     assert_eq!(summary["add"], json!(["5"]), "{summary}");
     assert_eq!(summary["add_is_error"], false, "{summary}");
     assert_eq!(summary["count"], json!(["counted to 3"]), "{summary}");
@@ -139,6 +190,54 @@ fn python_sdk_client_over_legacy_sse_through_gateway() {
 #[test]
 fn typescript_sdk_client_over_legacy_sse_through_gateway() {
     interop(Sdk::TypeScript, Transport::Sse, false);
+}
+
+/// The official Python SDK's 2026-07-28 client (request metadata headers on every POST, no
+/// sessions) through the gateway, which validates each header against the body.
+#[test]
+fn python_sdk_client_speaking_2026_07_28_through_gateway() {
+    interop(Sdk::PythonModern, Transport::Streamable, false);
+}
+
+/// Allowlists on: every SDK client sees a tools/list without the refused tool, and calling it
+/// anyway gives the SDK a clean error; the upstream never runs it. Both transports, both eras.
+#[test]
+fn sdk_clients_through_gateway_with_a_tool_allowlist() {
+    for (sdk, transport, flags) in [
+        (
+            Sdk::Python,
+            Transport::Streamable,
+            ["--allow-tool", "add", "--allow-tool", "count"],
+        ),
+        (
+            Sdk::PythonModern,
+            Transport::Streamable,
+            [
+                "--deny-tool",
+                REFUSED,
+                "--allow-method",
+                "tools/*,resources/read",
+            ],
+        ),
+        (
+            Sdk::TypeScript,
+            Transport::Streamable,
+            ["--deny-tool", "delete_*", "--allow-tool", "*"],
+        ),
+        (
+            Sdk::Python,
+            Transport::Sse,
+            ["--deny-tool", REFUSED, "--deny-tool", "rm"],
+        ),
+        (
+            Sdk::TypeScript,
+            Transport::Sse,
+            ["--allow-tool", "add", "--allow-tool", "count"],
+        ),
+    ] {
+        let upstream = Upstream::start(free_port(), transport, false);
+        run_interop(sdk, transport, upstream, &flags, Some(REFUSED));
+    }
 }
 
 /// The official Python SDK server on a Unix socket (uvicorn `--uds`): no TCP port at all, the

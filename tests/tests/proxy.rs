@@ -15,6 +15,8 @@ use tokio::{
 };
 
 const INIT: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
+/// The content type every MCP POST declares.
+const JSON: (&str, &[u8]) = ("content-type", b"application/json");
 
 /// Parses a JSON-RPC error body and returns its message.
 fn json_rpc_error(body: &[u8]) -> String {
@@ -30,7 +32,7 @@ async fn post_init(gw: &TestGateway) -> (http::Response<()>, bytes::Bytes) {
     let host = gw.host();
     send_full(
         gw.addr,
-        request("POST", "/mcp", &[("host", host.as_bytes())], INIT),
+        request("POST", "/mcp", &[("host", host.as_bytes()), JSON], INIT),
     )
     .await
 }
@@ -239,6 +241,7 @@ async fn cors_preflight_is_answered_by_the_gateway_for_allowed_origins() {
         &[
             ("host", host.as_bytes()),
             ("origin", b"https://app.example.com"),
+            JSON,
         ],
         INIT,
     );
@@ -282,7 +285,7 @@ async fn session_headers_and_statuses_round_trip() {
         let path = format!("/status/{code}");
         let (resp, _) = send_full(
             gw.addr,
-            request("POST", &path, &[("host", host.as_bytes())], INIT),
+            request("POST", &path, &[("host", host.as_bytes()), JSON], INIT),
         )
         .await;
         assert_eq!(resp.status().as_u16(), code);
@@ -370,7 +373,7 @@ async fn oversize_body_gives_413() {
     let big = vec![b'x'; 4096];
     let (resp, body) = send_full(
         gw.addr,
-        request("POST", "/mcp", &[("host", host.as_bytes())], &big),
+        request("POST", "/mcp", &[("host", host.as_bytes()), JSON], &big),
     )
     .await;
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
@@ -380,12 +383,54 @@ async fn oversize_body_gives_413() {
         0,
         "a declared oversize body was sent upstream"
     );
+    // A valid message of exactly the cap passes; one byte more, sent without a declared length
+    // (chunked), is refused while it is read, before anything goes upstream.
+    let at_cap = |size: usize| {
+        let head = br#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":""#;
+        let tail = br#""}}"#;
+        let mut msg = head.to_vec();
+        msg.resize(size - tail.len(), b'x');
+        msg.extend_from_slice(tail);
+        msg
+    };
     let (resp, _) = send_full(
         gw.addr,
-        request("POST", "/mcp", &[("host", host.as_bytes())], &big[..1024]),
+        request(
+            "POST",
+            "/mcp",
+            &[("host", host.as_bytes()), JSON],
+            &at_cap(1024),
+        ),
     )
     .await;
     assert_eq!(resp.status(), StatusCode::OK, "a body at the cap passes");
+    let over = at_cap(1025);
+    let (a, b) = over.split_at(600);
+    let mut raw = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n",
+        a.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(a);
+    raw.extend_from_slice(format!("\r\n{:x}\r\n", b.len()).as_bytes());
+    raw.extend_from_slice(b);
+    raw.extend_from_slice(b"\r\n0\r\n\r\n");
+    assert_eq!(raw_status(gw.addr, &raw).await, 413);
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "only the message at the cap went upstream"
+    );
+}
+
+/// Writes `raw` on a new connection and returns the response's status code.
+async fn raw_status(addr: std::net::SocketAddr, raw: &[u8]) -> u16 {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(raw).await.unwrap();
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).await.unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
 }
 
 #[tokio::test]
@@ -412,6 +457,7 @@ async fn bearer_token_is_required_and_not_forwarded() {
         &[
             ("host", host.as_bytes()),
             ("authorization", b"Bearer t0ken"),
+            JSON,
         ],
         INIT,
     );
@@ -534,7 +580,7 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     // The only slot: an idle keep-alive connection.
     let holder = TcpStream::connect(gw.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let req = request("POST", "/mcp", &[("host", host.as_bytes())], INIT);
+    let req = request("POST", "/mcp", &[("host", host.as_bytes()), JSON], INIT);
     let second = tokio::spawn(send_full(gw.addr, req));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!second.is_finished(), "served beyond the connection cap");

@@ -1,7 +1,9 @@
-//! `mcp-gateway check`: explains how the Host/Origin policy decides one request.
+//! `mcp-gateway check`: explains how the Host/Origin policy, and the method and tool
+//! allowlists, decide one request.
 //!
 //! It builds the request head from the flags and runs the very `Policy::verify` (and
-//! `cors::preflight` for `--method OPTIONS` with `--origin`) that the proxy runs.
+//! `cors::preflight` for `--method OPTIONS` with `--origin`) that the proxy runs; with `--tool`
+//! or `--rpc-method`, the very `McpPolicy` decision too.
 use std::{net::SocketAddr, process::ExitCode};
 
 use anyhow::Context as _;
@@ -12,7 +14,13 @@ use http::{
     request::Parts,
 };
 
-use crate::policy::{Mode, Policy, PolicySettings, cors};
+use crate::{
+    mcp::{
+        McpPolicy, McpSettings,
+        message::{Kind, Message},
+    },
+    policy::{Mode, Policy, PolicySettings, cors},
+};
 
 /// Flags of `mcp-gateway check`; the policy flags mean what they mean for `run`.
 #[derive(Debug, Args)]
@@ -47,6 +55,21 @@ pub struct CheckArgs {
     /// For a preflight: send Access-Control-Request-Private-Network: true.
     #[arg(long)]
     pub private_network: bool,
+    /// The JSON-RPC method of the message [default: tools/call with --tool].
+    #[arg(long)]
+    pub rpc_method: Option<String>,
+    /// The tool a tools/call names.
+    #[arg(long)]
+    pub tool: Option<String>,
+    /// Allowed tool (repeatable), as for `run`.
+    #[arg(long = "allow-tool", value_delimiter = ',')]
+    pub allowed_tools: Vec<String>,
+    /// Denied tool (repeatable), as for `run`.
+    #[arg(long = "deny-tool", value_delimiter = ',')]
+    pub denied_tools: Vec<String>,
+    /// Allowed JSON-RPC method (repeatable), as for `run`.
+    #[arg(long = "allow-method", value_delimiter = ',')]
+    pub allowed_methods: Vec<String>,
 }
 
 /// Prints the decision; exit status 0 when allowed, 1 when rejected.
@@ -60,8 +83,67 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The decision and the text `run` prints: `ALLOW  rule: ...` or `REJECT (origin)  rule: ...`.
+/// The decision and the text `run` prints: `ALLOW  rule: ...` or `REJECT (origin)  rule: ...`,
+/// then, for an MCP message, the allowlists' decision.
 pub fn evaluate(args: &CheckArgs) -> anyhow::Result<(bool, String)> {
+    let (allowed, mut out) = evaluate_head(args)?;
+    let Some((mcp_allowed, mcp)) = evaluate_message(args)? else {
+        return Ok((allowed, out));
+    };
+    out.push_str(&mcp);
+    Ok((allowed && mcp_allowed, out))
+}
+
+/// The allowlists' decision on the message `--rpc-method` / `--tool` describe, if any.
+fn evaluate_message(args: &CheckArgs) -> anyhow::Result<Option<(bool, String)>> {
+    let method = match (&args.rpc_method, &args.tool) {
+        (Some(method), _) => method.clone(),
+        (None, Some(_)) => "tools/call".to_owned(),
+        (None, None) => return Ok(None),
+    };
+    let policy = McpPolicy::new(&McpSettings {
+        allowed_tools: args.allowed_tools.clone(),
+        denied_tools: args.denied_tools.clone(),
+        allowed_methods: args.allowed_methods.clone(),
+    })
+    .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.why))?;
+    if method == "tools/call" && args.tool.is_none() {
+        anyhow::bail!("--rpc-method tools/call needs --tool NAME");
+    }
+    let msg = Message {
+        kind: Kind::Request,
+        id: Some("1".to_owned()),
+        method: Some(method.clone()),
+        name: args.tool.clone(),
+        version: None,
+    };
+    let method_rule = policy.method(&method);
+    let tool_rule = match (&method_rule, method.as_str(), &args.tool) {
+        (Ok(_), "tools/call", Some(tool)) => Some(policy.tool(tool)),
+        _ => None,
+    };
+    Ok(Some(match policy.message(&msg) {
+        Ok(()) => {
+            let mut out = format!("ALLOW  {method}: {}\n", method_rule.unwrap_or_default());
+            if let Some(Ok(tool)) = tool_rule {
+                out.push_str(&format!("  tool: {tool}\n"));
+            }
+            (true, out)
+        }
+        Err(refusal) => (
+            false,
+            format!(
+                "REJECT ({})  rule: {}\n  client sees: 403, Forbidden: {} not allowed\n",
+                refusal.reason.as_str(),
+                refusal.rule,
+                refusal.reason.as_str()
+            ),
+        ),
+    }))
+}
+
+/// The Host/Origin decision.
+fn evaluate_head(args: &CheckArgs) -> anyhow::Result<(bool, String)> {
     let policy = Policy::new(&PolicySettings {
         mode: args.mode,
         listen: args.listen,
@@ -169,6 +251,12 @@ mod tests {
             (&["--host", "localhost:9000", "--listen", "127.0.0.1:9000"], true, "ALLOW"),
             (&["--host", "localhost:8787", "--method", "OPTIONS", "--origin", "http://localhost:3000", "--private-network"], true, "access-control-allow-private-network: true"),
             (&["--host", "localhost:8787", "--method", "options", "--origin", "http://evil.test", "--private-network"], false, "REJECT (origin)"),
+            (&["--host", "localhost:8787", "--tool", "add", "--allow-tool", "add"], true, "tool: tool matches allowed tool `add`"),
+            (&["--host", "localhost:8787", "--tool", "get_x", "--allow-tool", "get_*", "--deny-tool", "get_x"], false, "REJECT (tool)  rule: tool `get_x` matches denied tool `get_x`"),
+            (&["--host", "localhost:8787", "--tool", "rm", "--allow-tool", "add,count"], false, "matches no allowed tool (allowed: `add`, `count`)"),
+            (&["--host", "localhost:8787", "--rpc-method", "prompts/get", "--allow-method", "tools/*"], false, "REJECT (method)"),
+            (&["--host", "localhost:8787", "--rpc-method", "initialize", "--allow-method", "tools/*"], true, "`initialize` is always allowed"),
+            (&["--host", "evil.test:8787", "--tool", "add"], false, "REJECT (host)"),
         ];
         for (argv, allowed, needle) in rows {
             let (got, out) = check(argv).expect("valid flags");
@@ -187,6 +275,23 @@ mod tests {
             err.to_string().starts_with("allowed_hosts: `*.x.test`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_message_without_the_tool_it_calls_is_an_error() {
+        let err = check(&["--host", "localhost:8787", "--rpc-method", "tools/call"])
+            .expect_err("invalid");
+        assert!(err.to_string().contains("--tool NAME"), "{err}");
+        let err = check(&[
+            "--host",
+            "localhost:8787",
+            "--tool",
+            "x",
+            "--allow-tool",
+            "a*b",
+        ])
+        .expect_err("invalid");
+        assert!(err.to_string().starts_with("allowed_tools:"), "{err}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub enum Command {
     /// Run the gateway in front of an MCP server.
     Run(Box<crate::config::RunArgs>),
     /// Explain how the Host/Origin policy decides a request.
-    Check(check::CheckArgs),
+    Check(Box<check::CheckArgs>),
     /// Withdraw one instance's kernel protection (--instance), or remove everything (--all).
     Detach(kernel::DetachArgs),
     /// Check what kernel enforcement needs on this host, and what is in force.

@@ -103,6 +103,8 @@ fn plain<'a>(
 }
 
 /// The value of `Mcp-Name` (or an `Mcp-Param-*`): plain, or `=?base64?…?=` decoded to UTF-8.
+/// Only canonical Base64 is accepted (padded, no stray bits), as the reference SDKs do: two
+/// spellings of one value would be two chances for components to disagree.
 pub fn decode_value(raw: &str) -> Result<String, &'static str> {
     const PREFIX: &str = "=?base64?";
     const SUFFIX: &str = "?=";
@@ -112,12 +114,7 @@ pub fn decode_value(raw: &str) -> Result<String, &'static str> {
     else {
         return Ok(raw.to_owned());
     };
-    let engine = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    );
-    let bytes = engine
+    let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .map_err(|_| "its =?base64?…?= value is not valid Base64")?;
     String::from_utf8(bytes).map_err(|_| "its =?base64?…?= value is not UTF-8")
@@ -292,7 +289,8 @@ mod tests {
             ("get_weather", Ok("get_weather")),
             ("=?base64?SGVsbG8sIOS4lueVjA==?=", Ok("Hello, 世界")),
             ("=?base64?IHBhZGRlZCA=?=", Ok(" padded ")),
-            ("=?base64?IHBhZGRlZCA?=", Ok(" padded ")),
+            ("=?base64?IHBhZGRlZCA?=", Err(())),
+            ("=?base64?SGl=?=", Err(())),
             ("=?base64?bGluZTEKbGluZTI=?=", Ok("line1\nline2")),
             ("=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?=", Ok("=?base64?literal?=")),
             ("=?BASE64?SGk=?=", Ok("=?BASE64?SGk=?=")),

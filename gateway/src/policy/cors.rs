@@ -5,11 +5,20 @@
 //! private-network access. `Access-Control-Allow-Origin` always echoes the exact Origin sent,
 //! never `*`, and every answer carries `Vary: Origin` (with or without Origin) because the
 //! headers depend on it and a cache must not hand one origin's answer to another.
+//!
+//! Request headers: an allowed origin may send every header an MCP client sends, so the answer
+//! lists MCP's own ([`ALLOW_HEADERS`]) and reflects each name the preflight asks for that is a
+//! valid header name (at most [`MAX_REFLECTED`]). Reflecting is what makes `Mcp-Param-{Name}`
+//! work, whose names come from each tool's schema, and the custom headers (API keys) users
+//! configure in their clients. It grants nothing the origin check didn't: the origin is already
+//! trusted to call this server, and header names carry no authority of their own (the gateway
+//! still checks Host, Origin and its own bearer token on the request itself).
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method,
     header::{
         ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-        ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, VARY,
+        ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
+        VARY,
     },
     request::Parts,
 };
@@ -18,11 +27,14 @@ use super::{Accepted, Policy, Reason, Rejection};
 
 /// Methods of the MCP streamable HTTP transport.
 pub const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
-/// Request headers an MCP browser client sends.
-pub const ALLOW_HEADERS: &str =
-    "mcp-session-id, mcp-protocol-version, last-event-id, authorization, content-type, accept";
-/// Response headers a browser client must be able to read.
-pub const EXPOSE_HEADERS: &str = "mcp-session-id, mcp-protocol-version";
+/// Request headers an MCP browser client sends (2025 and 2026-07-28 revisions), always allowed.
+pub const ALLOW_HEADERS: &str = "mcp-protocol-version, mcp-method, mcp-name, mcp-session-id, \
+                                 last-event-id, authorization, content-type, accept";
+/// Response headers a browser client must be able to read: the session (2025), the version,
+/// and `WWW-Authenticate`, where an auth challenge points to the server's OAuth metadata.
+pub const EXPOSE_HEADERS: &str = "mcp-session-id, mcp-protocol-version, www-authenticate";
+/// Most requested header names reflected in one answer.
+pub const MAX_REFLECTED: usize = 64;
 /// Seconds a browser may cache a preflight answer.
 pub const MAX_AGE_SECS: &str = "600";
 
@@ -57,10 +69,7 @@ pub fn preflight(policy: &Policy, req: &Parts) -> Result<HeaderMap, Rejection> {
         ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static(ALLOW_METHODS),
     );
-    headers.insert(
-        ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static(ALLOW_HEADERS),
-    );
+    headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, allow_headers(req));
     headers.insert(
         ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static(MAX_AGE_SECS),
@@ -75,6 +84,27 @@ pub fn preflight(policy: &Policy, req: &Parts) -> Result<HeaderMap, Rejection> {
         headers.insert(ALLOW_PRIVATE_NETWORK, HeaderValue::from_static("true"));
     }
     Ok(headers)
+}
+
+/// `Access-Control-Allow-Headers`: MCP's headers, plus every valid name the preflight asks for.
+fn allow_headers(req: &Parts) -> HeaderValue {
+    let mut names: Vec<String> = ALLOW_HEADERS.split(", ").map(str::to_owned).collect();
+    let asked = req
+        .headers
+        .get_all(ACCESS_CONTROL_REQUEST_HEADERS)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|name| !name.is_empty() && HeaderName::from_bytes(name).is_ok())
+        .map(|name| String::from_utf8_lossy(name).to_ascii_lowercase())
+        .take(MAX_REFLECTED);
+    for name in asked {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    // Valid header names joined by ", " always make a valid value.
+    HeaderValue::from_str(&names.join(", ")).unwrap_or(HeaderValue::from_static(ALLOW_HEADERS))
 }
 
 /// CORS headers added to a proxied response: `Vary: Origin` always; with an allowed Origin also

@@ -99,14 +99,11 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    /// The JSON-RPC error message sent to the client: the reason and the rule, which holds
-    /// nothing but the sanitised Host/Origin/Sec-Fetch-Site and the allow lists.
+    /// The JSON-RPC error message sent to the client: the reason only. A rebinding page reads
+    /// this body (it is same-origin to the browser), so it must not reveal the allowed hosts
+    /// and origins; the rule goes to the log and to `mcp-gateway check`.
     pub fn message(&self) -> String {
-        format!(
-            "Forbidden: {} not allowed ({})",
-            self.reason.as_str(),
-            self.rule
-        )
+        format!("Forbidden: {} not allowed", self.reason.as_str())
     }
 }
 

@@ -1,12 +1,13 @@
-//! Body plumbing: one boxed body type both ways, a size cap on requests, and SSE streams that
-//! end cleanly on shutdown.
+//! Body plumbing: one boxed body type both ways, a size cap on requests, the client's framing
+//! errors told apart from the upstream's, and SSE streams that end cleanly on shutdown.
 use std::{
     pin::Pin,
+    sync::{Arc, OnceLock},
     task::{Context, Poll, ready},
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Limited, combinators::UnsyncBoxBody};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited, combinators::UnsyncBoxBody};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -15,10 +16,91 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every request sent upstream and every response sent to clients.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
-/// The client's request body, streamed, failing once it exceeds `max` bytes.
-pub fn limited(body: Incoming, max: u64) -> Body {
+/// Set when the client's request body broke (a bad chunk size, a cut connection): the upstream
+/// exchange failed because of the client, not the MCP server.
+#[derive(Debug, Default)]
+pub struct ClientFault(OnceLock<String>);
+
+impl ClientFault {
+    /// What went wrong, when the client's body broke.
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
+/// The client's body, recording its own errors.
+struct Watched {
+    inner: Incoming,
+    fault: Arc<ClientFault>,
+}
+
+impl HttpBody for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            let _ = self.fault.0.set(e.to_string());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client's request body, streamed, failing once it exceeds `max` bytes; a failure of the
+/// client's own is recorded in the returned [`ClientFault`].
+pub fn limited(body: Incoming, max: u64) -> (Body, Arc<ClientFault>) {
     let max = usize::try_from(max).unwrap_or(usize::MAX);
-    Limited::new(body, max).boxed_unsync()
+    let fault = Arc::new(ClientFault::default());
+    let watched = Watched {
+        inner: body,
+        fault: fault.clone(),
+    };
+    (Limited::new(watched, max).boxed_unsync(), fault)
+}
+
+/// Why a request body could not be read whole.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Over the cap (413).
+    TooLarge,
+    /// The client's framing broke, or it went away (400).
+    Client(String),
+}
+
+/// Reads the client's whole body, up to `max` bytes.
+pub async fn read_all(body: Incoming, max: u64) -> Result<Bytes, ReadError> {
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ReadError::TooLarge),
+        Err(e) => Err(ReadError::Client(e.to_string())),
+    }
+}
+
+/// Reads a whole (upstream) body of at most `max` bytes.
+pub async fn read_bounded(mut body: Body, max: usize) -> Result<Bytes, BoxError> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if out.len() + data.len() > max {
+                return Err(format!("more than {max} bytes").into());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
 }
 
 /// A streamed upstream body that ends (cleanly, at a frame boundary) when `shutdown` fires.

@@ -1,6 +1,7 @@
 //! Forwarding an accepted request to the upstream and streaming the answer back.
 use std::{net::SocketAddr, time::Duration};
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header, request::Parts};
 use http_body_util::{BodyExt as _, LengthLimitError};
 use hyper::body::Incoming;
@@ -8,7 +9,7 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
 use super::{
     Gateway,
-    body::{self, Body, EndOnShutdown},
+    body::{self, Body, ClientFault, EndOnShutdown},
     connect::Connector,
     headers, reply,
 };
@@ -23,13 +24,24 @@ pub fn client(upstream: &Upstream, connect_timeout: Duration) -> UpstreamClient 
         .build(Connector::new(upstream, connect_timeout))
 }
 
+/// The request body to send upstream.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Streamed as the client sends it (capped).
+    Streamed(Incoming),
+    /// Already read whole (and checked).
+    Buffered(Bytes),
+}
+
 /// Sends the request upstream. Paths pass through unchanged; `Host` becomes the upstream's
 /// authority (`localhost` for a socket) so an upstream that checks Host itself accepts it.
+/// `identity` asks the upstream for an uncompressed response (one the gateway must read).
 pub async fn forward(
     gw: &Gateway,
     peer: SocketAddr,
     parts: Parts,
-    body: Incoming,
+    body: Outgoing,
+    identity: bool,
 ) -> Response<Body> {
     let Parts {
         method,
@@ -60,15 +72,25 @@ pub async fn forward(
     if let Ok(host) = HeaderValue::from_str(gw.upstream.host()) {
         headers.insert(header::HOST, host);
     }
+    if identity {
+        headers.remove(header::ACCEPT_ENCODING);
+    }
 
-    let mut req = Request::new(body::limited(body, gw.limits.max_body_bytes));
+    let (body, fault) = match body {
+        Outgoing::Streamed(incoming) => {
+            let (body, fault) = body::limited(incoming, gw.limits.max_body_bytes);
+            (body, Some(fault))
+        }
+        Outgoing::Buffered(bytes) => (reply::full(bytes), None),
+    };
+    let mut req = Request::new(body);
     *req.method_mut() = method;
     *req.uri_mut() = target;
     *req.headers_mut() = headers;
 
     let resp = match gw.client.request(req).await {
         Ok(resp) => resp,
-        Err(err) => return upstream_error(gw, &err),
+        Err(err) => return upstream_error(gw, peer, &err, fault.as_deref()),
     };
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -89,8 +111,14 @@ pub async fn forward(
     Response::from_parts(parts, body)
 }
 
-/// Maps a failed upstream exchange to 413, 504 or 502, with a JSON-RPC error body.
-fn upstream_error(gw: &Gateway, err: &hyper_util::client::legacy::Error) -> Response<Body> {
+/// Maps a failed upstream exchange to 413 or 400 (the client's fault), 504 or 502 (the
+/// upstream's), with a JSON-RPC error body.
+fn upstream_error(
+    gw: &Gateway,
+    peer: SocketAddr,
+    err: &hyper_util::client::legacy::Error,
+    fault: Option<&ClientFault>,
+) -> Response<Body> {
     if find::<LengthLimitError>(err).is_some() {
         return reply::json_rpc_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -98,6 +126,15 @@ fn upstream_error(gw: &Gateway, err: &hyper_util::client::legacy::Error) -> Resp
                 "Payload too large: the request body exceeds {} bytes",
                 gw.limits.max_body_bytes
             ),
+        );
+    }
+    if let Some(why) = fault.and_then(ClientFault::get) {
+        gw.client_error(peer, why);
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            reply::SERVER_ERROR,
+            "Bad request: the request body is malformed or was cut short",
+            None,
         );
     }
     let io = find::<std::io::Error>(err).map(std::io::Error::kind);

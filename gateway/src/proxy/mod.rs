@@ -1,5 +1,5 @@
 //! The userspace gateway: a reverse proxy that lets a request reach the MCP server only after
-//! the Host/Origin policy accepted it.
+//! the Host/Origin policy and the MCP checks accepted it.
 //!
 //! A request passes these layers, top to bottom; the first that answers ends it:
 //! 1. connection limits (`serve`): max connections, header read timeout, header size/count caps;
@@ -7,12 +7,16 @@
 //! 3. Host/Origin policy: a rejection is a 403 with a JSON-RPC body, logged, never forwarded;
 //! 4. bearer-token auth (optional): 401;
 //! 5. declared body size: 413 before any upstream connection;
-//! 6. forwarding: streamed both ways, hop-by-hop headers stripped, upstream Host set.
+//! 6. MCP messages (`mcp`): read whole and checked (415, 400, 403) before anything is sent;
+//! 7. forwarding: streamed both ways, hop-by-hop headers stripped, upstream Host set;
+//! 8. the answer: `tools/list` filtered, the allowed origin's CORS headers added, audited.
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod connect;
 pub mod forward;
 pub mod headers;
+pub mod mcp;
 pub mod reply;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
@@ -26,14 +30,17 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use self::{body::Body, forward::UpstreamClient};
+use self::{audit::Call, body::Body, forward::UpstreamClient};
 use crate::{
     config::{ConfigError, Limits, ServerSettings, Token, Upstream},
-    mcp::McpPolicy,
+    mcp::{McpPolicy, audit::AuditLog, scope::Paths},
     metrics::{self, Metrics, ServerStats},
-    policy::{Policy, Rejection, cors, sanitize},
+    policy::{Accepted, Policy, Rejection, cors, sanitize},
     security_log::RejectionLog,
 };
+
+/// The name of the one bearer token `--auth-token-file` holds, in audit records.
+pub const DEFAULT_CREDENTIAL: &str = "default";
 
 /// One MCP server behind the gateway: its policy and upstream, shared by all its connections.
 pub struct Gateway {
@@ -57,6 +64,12 @@ pub struct Gateway {
     pub stats: Arc<ServerStats>,
     /// Who this process runs as (said when the upstream socket refuses it).
     pub user: String,
+    /// The paths whose POSTs are MCP messages: the endpoint, and learned legacy message paths.
+    pub paths: Arc<Paths>,
+    /// The audit log of MCP calls, when configured (shared by every server).
+    pub audit: Option<Arc<AuditLog>>,
+    /// Open legacy HTTP+SSE sessions, where refusals of their messages are delivered.
+    pub legacy: Arc<mcp::LegacyStreams>,
 }
 
 impl Gateway {
@@ -67,9 +80,11 @@ impl Gateway {
         index: usize,
         metrics: Arc<Metrics>,
         rejections: Arc<RejectionLog>,
+        audit: Option<Arc<AuditLog>>,
         shutdown: CancellationToken,
     ) -> Result<Self, ConfigError> {
         let policy = Policy::new(&settings.policy)?;
+        let paths = Arc::new(Paths::new(&settings.upstream.path));
         let mcp = McpPolicy::new(&settings.mcp).map_err(|e| ConfigError::Invalid {
             key: e.key,
             why: e.why,
@@ -88,6 +103,9 @@ impl Gateway {
             stats: metrics.server(index),
             metrics,
             user: connect::process_user(),
+            paths,
+            audit,
+            legacy: Arc::default(),
         })
     }
 
@@ -102,57 +120,87 @@ impl Gateway {
     /// The request path, as listed in the module docs.
     async fn route(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
         let (parts, body) = req.into_parts();
+        let mut call = Call::start(self, peer, &parts);
+        // CORS preflights are the gateway's to answer: the upstream never sees one.
         if cors::is_preflight(&parts) {
             return match cors::preflight(&self.policy, &parts) {
                 Ok(headers) => reply::preflight(headers),
                 Err(rejection) => self.reject(peer, &parts, &rejection),
             };
         }
+        // Host/Origin first: a DNS-rebound or cross-site page is refused before anything else.
         let accepted = match self.policy.verify(&parts) {
             Ok(accepted) => accepted,
-            Err(rejection) => return self.reject(peer, &parts, &rejection),
-        };
-        if let Some(token) = &self.auth_token
-            && !auth::authorized(&parts.headers, token)
-        {
-            // Counted and logged by the allowed Origin, or the Host for non-browser clients.
-            let origin = accepted
-                .origin
-                .as_deref()
-                .map(str::as_bytes)
-                .or_else(|| parts.headers.get(header::HOST).map(|h| h.as_bytes()));
-            let origin = sanitize(origin.unwrap_or_default());
-            self.metrics
-                .reject(gateway_common::Reason::Auth, self.listen_port, &origin);
-            if self
-                .rejections
-                .admit(&format!("{} auth {origin}", self.name))
-            {
-                tracing::warn!(
-                    server = %self.name, reason = "auth", value = ?origin, peer = %peer, method = %parts.method,
-                    path = ?parts.uri.path(), "rejected request: missing or wrong bearer token"
-                );
+            Err(rejection) => {
+                call.refused(rejection.reason.as_str());
+                return call.finish(self.reject(peer, &parts, &rejection));
             }
-            return reply::unauthorized();
-        }
-        if declared_length(&parts).is_some_and(|len| len > self.limits.max_body_bytes) {
-            return reply::json_rpc_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "Payload too large: the request body exceeds {} bytes",
-                    self.limits.max_body_bytes
-                ),
-            );
-        }
-        tracing::debug!(server = %self.name, peer = %peer, method = %parts.method, path = ?parts.uri.path(), rule = %accepted.rule, "accepted");
-        let sent = std::time::Instant::now();
-        let mut resp = forward::forward(self, peer, parts, body).await;
-        self.stats.upstream_duration(sent.elapsed());
-        // Append, so an upstream `Vary` survives (upstream CORS headers were already dropped).
+        };
+        let mut resp = self.admitted(peer, parts, body, &accepted, &mut call).await;
+        // The allowed origin may read every answer, the gateway's own errors included. Appended,
+        // so an upstream `Vary` survives (upstream CORS headers were already dropped).
         for (name, value) in &cors::response_headers(&accepted) {
             resp.headers_mut().append(name, value.clone());
         }
-        resp
+        call.finish(resp)
+    }
+
+    /// The layers after Host/Origin.
+    async fn admitted(
+        &self,
+        peer: SocketAddr,
+        parts: Parts,
+        body: Incoming,
+        accepted: &Accepted,
+        call: &mut Call,
+    ) -> Response<Body> {
+        // Counted and logged by the allowed Origin, or the Host for non-browser clients.
+        let label = accepted.origin.as_deref().map_or_else(
+            || {
+                sanitize(
+                    parts
+                        .headers
+                        .get(header::HOST)
+                        .map_or(&b""[..], |h| h.as_bytes()),
+                )
+            },
+            |origin| sanitize(origin.as_bytes()),
+        );
+        // The bearer token, when one is configured.
+        if let Some(token) = &self.auth_token {
+            if !auth::authorized(&parts.headers, token) {
+                self.metrics
+                    .reject(gateway_common::Reason::Auth, self.listen_port, &label);
+                if self
+                    .rejections
+                    .admit(&format!("{} auth {label}", self.name))
+                {
+                    tracing::warn!(
+                        server = %self.name, reason = "auth", value = ?label, peer = %peer, method = %parts.method,
+                        path = ?parts.uri.path(), "rejected request: missing or wrong bearer token"
+                    );
+                }
+                call.refused("auth");
+                return reply::unauthorized();
+            }
+            call.credential(DEFAULT_CREDENTIAL);
+        }
+        // A declared body over the cap is refused before a byte of it is read.
+        if declared_length(&parts).is_some_and(|len| len > self.limits.max_body_bytes) {
+            call.refused("too_large");
+            return self.too_large();
+        }
+        // MCP messages are read and checked before anything is forwarded.
+        let (body, inspection) = match self.inspect(peer, &parts, body, &label, call).await {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
+        };
+        tracing::debug!(server = %self.name, peer = %peer, method = %parts.method, path = ?parts.uri.path(), rule = %accepted.rule, "accepted");
+        let sent = std::time::Instant::now();
+        let resp = forward::forward(self, peer, parts, body, inspection.reads_response()).await;
+        self.stats.upstream_duration(sent.elapsed());
+        // What must be read of the answer is: tools/list filtered, legacy message paths learned.
+        self.inspect_response(resp, &inspection).await
     }
 
     /// A 403 for a policy rejection: logged (rate-limited), never forwarded.

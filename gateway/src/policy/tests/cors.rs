@@ -3,8 +3,8 @@ use http::{
     HeaderMap, HeaderName, Method,
     header::{
         ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-        ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, HOST,
-        ORIGIN, VARY,
+        ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
+        ACCESS_CONTROL_REQUEST_METHOD, HOST, ORIGIN, VARY,
     },
 };
 
@@ -92,6 +92,8 @@ fn preflight_table() {
                 for needed in [
                     "mcp-session-id",
                     "mcp-protocol-version",
+                    "mcp-method",
+                    "mcp-name",
                     "last-event-id",
                     "authorization",
                     "content-type",
@@ -123,6 +125,68 @@ fn preflight_never_allows_star() {
             );
         }
     }
+}
+
+/// `Access-Control-Allow-Headers` for a preflight asking for `asked` (each a header value).
+fn allowed_headers(asked: &[&[u8]]) -> Vec<String> {
+    let mut headers = vec![
+        (HOST, b"localhost:8787".as_slice()),
+        (ORIGIN, b"http://localhost:3000".as_slice()),
+        (ACCESS_CONTROL_REQUEST_METHOD, b"POST".as_slice()),
+    ];
+    for value in asked {
+        headers.push((ACCESS_CONTROL_REQUEST_HEADERS, value));
+    }
+    let answer = cors::preflight(&policy(P), &head(Method::OPTIONS, "/mcp", &headers))
+        .expect("allowed origin");
+    get(&answer, &ACCESS_CONTROL_ALLOW_HEADERS)
+        .expect("one valid value")
+        .split(", ")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn preflights_allow_the_2026_headers_and_reflect_valid_names_only() {
+    let base = allowed_headers(&[]);
+    assert_eq!(base.len(), 8);
+    type Row<'a> = (&'a [&'a [u8]], &'a [&'a str], &'a [&'a str]);
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        // What a 2026-07-28 browser client asks for.
+        (&[b"content-type,mcp-method,mcp-name,mcp-protocol-version,mcp-param-region"], &["mcp-param-region"], &[]),
+        (&[b"Mcp-Param-Region, MCP-PARAM-Tenant_ID"], &["mcp-param-region", "mcp-param-tenant_id"], &[]),
+        // User-configured headers of a client (an API key for the upstream).
+        (&[b"x-api-key", b"authorization"], &["x-api-key"], &[]),
+        // Not header names: left out, never echoed into the answer.
+        (&[b"bad name, x-ok, a\"b, (x), , ,"], &["x-ok"], &["bad name", "a\"b", "(x)"]),
+        (&[b"\xff\xfe, x-\xc3\xa9"], &[], &["\u{fffd}", "x-"]),
+    ];
+    for (asked, added, absent) in rows {
+        let got = allowed_headers(asked);
+        assert_eq!(
+            &got[..base.len()],
+            &base[..],
+            "{asked:?}: MCP's own stay first"
+        );
+        let extra: Vec<&str> = got[base.len()..].iter().map(String::as_str).collect();
+        assert_eq!(extra, *added, "{asked:?}");
+        for a in *absent {
+            assert!(
+                !got.iter().any(|g| g.contains(a)),
+                "{asked:?}: {a} reflected"
+            );
+        }
+    }
+    let many: Vec<u8> = (0..500)
+        .map(|i| format!("x-h{i},"))
+        .collect::<String>()
+        .into_bytes();
+    assert_eq!(
+        allowed_headers(&[&many]).len(),
+        base.len() + cors::MAX_REFLECTED,
+        "bounded"
+    );
 }
 
 type Header = (HeaderName, &'static [u8]);
@@ -169,7 +233,7 @@ fn response_headers_with_and_without_origin() {
     assert_eq!(get(&with, &VARY), Some("Origin"));
     assert_eq!(
         get(&with, &ACCESS_CONTROL_EXPOSE_HEADERS),
-        Some("mcp-session-id, mcp-protocol-version")
+        Some("mcp-session-id, mcp-protocol-version, www-authenticate")
     );
     assert!(
         with.get(ACCESS_CONTROL_ALLOW_METHODS).is_none(),

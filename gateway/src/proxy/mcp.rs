@@ -1,0 +1,575 @@
+//! The MCP layer of the request path.
+//!
+//! Requests: a POSTed MCP message (see `mcp::scope` for which) is read whole, within the body
+//! cap, and checked before anything is forwarded: content type (415), JSON-RPC (400, -32700 or
+//! -32600), 2026-07-28 headers against the body (400, -32020), method and tool allowlists
+//! (403, with the request's id). Responses: a `tools/list` answer is filtered (JSON buffered,
+//! SSE event by event), and a legacy SSE stream's `endpoint` event teaches the server's message
+//! path; everything else streams untouched.
+//!
+//! The deprecated HTTP+SSE transport answers every message on the session's SSE stream, not on
+//! the POST (which gets `202 Accepted`), and some clients treat any other status of that POST as
+//! the end of the session. So a refused message POSTed to a session the gateway saw open is
+//! answered the way that transport answers: 202, and the JSON-RPC error on the session's stream.
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use gateway_common::Reason;
+use http::{Method, Response, StatusCode, header, request::Parts};
+use http_body_util::BodyExt as _;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use tokio::sync::mpsc;
+
+use super::{
+    Gateway,
+    audit::Call,
+    body::{self, Body, BoxError, ReadError},
+    forward::Outgoing,
+    reply,
+};
+use crate::{
+    mcp::{
+        McpPolicy,
+        allow::Refusal,
+        filter, headers,
+        message::{self, Kind},
+        scope::{self, Paths},
+        sse,
+    },
+    policy::sanitize,
+};
+
+/// Largest `tools/list` answer the gateway reads to filter (bigger: 502, never unfiltered).
+pub const MAX_FILTERED_BYTES: usize = 16 * 1024 * 1024;
+/// Largest first event of a stream read to learn the legacy message path.
+const MAX_ENDPOINT_EVENT: usize = 64 * 1024;
+/// Most legacy SSE sessions tracked per server (further ones get 403 refusals).
+const MAX_LEGACY_STREAMS: usize = 1024;
+
+/// The open legacy HTTP+SSE streams of a server, by the message URL (path and query) their
+/// `endpoint` event announced: where refusals of messages POSTed there are delivered.
+#[derive(Debug, Default)]
+pub struct LegacyStreams(Mutex<HashMap<String, mpsc::Sender<Bytes>>>);
+
+impl LegacyStreams {
+    fn register(&self, target: &str) -> Option<mpsc::Receiver<Bytes>> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_LEGACY_STREAMS {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(16);
+        map.insert(target.to_owned(), tx);
+        Some(rx)
+    }
+
+    fn unregister(&self, target: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(target);
+    }
+
+    /// Queues `event` on the stream of `target`; `false` when no such stream is open.
+    fn deliver(&self, target: &str, event: Bytes) -> bool {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(target).is_some_and(|tx| tx.try_send(event).is_ok())
+    }
+}
+
+/// What the request layer learned that the response layer needs.
+#[derive(Debug, Default)]
+pub struct Inspection {
+    /// A `tools/list` answer is expected: filter it.
+    pub filter_tools: bool,
+    /// A stream from an MCP path: learn its `endpoint` event, filter tools results in it.
+    pub stream: bool,
+}
+
+impl Inspection {
+    /// Whether the upstream must answer uncompressed (the gateway reads the answer).
+    pub fn reads_response(&self) -> bool {
+        self.filter_tools || self.stream
+    }
+}
+
+impl Gateway {
+    /// Reads and checks the MCP message a request carries; the body to forward, or the answer.
+    pub(super) async fn inspect(
+        &self,
+        peer: SocketAddr,
+        parts: &Parts,
+        body: Incoming,
+        label: &str,
+        call: &mut Call,
+    ) -> Result<(Outgoing, Inspection), Response<Body>> {
+        let mcp_path = self.paths.contains(parts.uri.path());
+        if parts.method == Method::GET && mcp_path {
+            let stream = Inspection {
+                stream: true,
+                ..Inspection::default()
+            };
+            return Ok((Outgoing::Streamed(body), stream));
+        }
+        if parts.method != Method::POST {
+            return Ok((Outgoing::Streamed(body), Inspection::default()));
+        }
+        if scope::is_encoded(&parts.headers) {
+            return Err(self.refuse_invalid(
+                peer,
+                parts,
+                label,
+                call,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                reply::SERVER_ERROR,
+                "Unsupported media type: compressed request bodies are not accepted",
+                None,
+            ));
+        }
+        let json = scope::is_json(&parts.headers);
+        // The endpoint takes JSON only: refused before a byte of the body is read.
+        if mcp_path && !json {
+            call.unreadable(0);
+            return Err(self.refuse_invalid(
+                peer,
+                parts,
+                label,
+                call,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                reply::SERVER_ERROR,
+                "Unsupported media type: MCP messages are POSTed as Content-Type: application/json",
+                None,
+            ));
+        }
+        let bytes = match body::read_all(body, self.limits.max_body_bytes).await {
+            Ok(bytes) => bytes,
+            Err(ReadError::TooLarge) => {
+                call.refused("too_large");
+                return Err(self.too_large());
+            }
+            Err(ReadError::Client(why)) => {
+                self.client_error(peer, &why);
+                call.refused("invalid");
+                return Err(reply::json_rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    "Bad request: the request body is malformed or was cut short",
+                ));
+            }
+        };
+        if !mcp_path && !scope::looks_like_jsonrpc(&bytes) {
+            // Not an MCP message (an OAuth form, a registration request): as it came.
+            return Ok((Outgoing::Buffered(bytes), Inspection::default()));
+        }
+        if !json {
+            call.unreadable(bytes.len());
+            return Err(self.refuse_invalid(
+                peer,
+                parts,
+                label,
+                call,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                reply::SERVER_ERROR,
+                "Unsupported media type: MCP messages are POSTed as Content-Type: application/json",
+                None,
+            ));
+        }
+        let messages = match message::parse(&bytes) {
+            Ok(messages) => messages,
+            Err(invalid) => {
+                call.unreadable(bytes.len());
+                let status = StatusCode::BAD_REQUEST;
+                let why = format!("Invalid MCP message: {}", invalid.why);
+                return Err(self.refuse_invalid(
+                    peer,
+                    parts,
+                    label,
+                    call,
+                    status,
+                    invalid.code,
+                    &why,
+                    invalid.id.as_deref(),
+                ));
+            }
+        };
+        call.messages(&messages, bytes.len());
+        if let Err(m) = headers::check(&parts.headers, &messages) {
+            let why = format!("Header mismatch: {}", m.why);
+            return Err(self.refuse_invalid(
+                peer,
+                parts,
+                label,
+                call,
+                StatusCode::BAD_REQUEST,
+                m.code,
+                &why,
+                m.id.as_deref(),
+            ));
+        }
+        if let Some(refused) = self.allow(peer, parts, &messages, label, call) {
+            return Err(refused);
+        }
+        let filter_tools = self.mcp.filters_tools()
+            && messages
+                .messages()
+                .iter()
+                .any(|m| m.kind == Kind::Request && m.method.as_deref() == Some("tools/list"));
+        let inspection = Inspection {
+            filter_tools,
+            stream: false,
+        };
+        Ok((Outgoing::Buffered(bytes), inspection))
+    }
+
+    /// The method and tool allowlists over every message of the body: the answer to a refusal.
+    fn allow(
+        &self,
+        peer: SocketAddr,
+        parts: &Parts,
+        messages: &message::Body,
+        label: &str,
+        call: &mut Call,
+    ) -> Option<Response<Body>> {
+        let refusals: Vec<Option<Refusal>> = messages
+            .messages()
+            .iter()
+            .map(|m| self.mcp.message(m).err())
+            .collect();
+        let first = refusals.iter().flatten().next()?;
+        let reason = match first.reason {
+            crate::mcp::allow::RefusalReason::Tool => Reason::Tool,
+            crate::mcp::allow::RefusalReason::Method => Reason::Method,
+        };
+        self.metrics.reject(reason, self.listen_port, label);
+        if self
+            .rejections
+            .admit(&format!("{} {} {}", self.name, reason.name(), first.value))
+        {
+            tracing::warn!(
+                server = %self.name, reason = reason.name(), value = ?first.value, peer = %peer,
+                origin = ?label, rule = %first.rule, "refused MCP message"
+            );
+        }
+        call.refused(reason.name());
+        let message = format!("Forbidden: {} not allowed", first.reason.as_str());
+        let body = match messages {
+            message::Body::Single(m) => {
+                reply::error_object(reply::SERVER_ERROR, &message, m.id.as_deref())
+            }
+            // A batch runs whole or not at all: every request in it is answered.
+            message::Body::Batch(list) => {
+                let errors: Vec<String> =
+                    list.iter()
+                        .zip(&refusals)
+                        .filter(|(m, _)| m.kind == Kind::Request)
+                        .map(|(m, refused)| {
+                            let why = match refused {
+                                Some(r) => format!("Forbidden: {} not allowed", r.reason.as_str()),
+                                None => "Not executed: another message of the batch was refused"
+                                    .to_owned(),
+                            };
+                            reply::error_object(reply::SERVER_ERROR, &why, m.id.as_deref())
+                        })
+                        .collect();
+                match errors.is_empty() {
+                    true => reply::error_object(reply::SERVER_ERROR, &message, None),
+                    false => format!("[{}]", errors.join(",")),
+                }
+            }
+        };
+        // A legacy HTTP+SSE session: answered on its stream, as that transport answers.
+        let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
+        let event = Bytes::from(format!("event: message\ndata: {body}\n\n"));
+        if !self.paths.endpoint().eq(parts.uri.path()) && self.legacy.deliver(target, event) {
+            return Some(reply::accepted());
+        }
+        Some(reply::json(StatusCode::FORBIDDEN, body))
+    }
+
+    /// A request that is not a valid MCP message: counted and logged as the client's, answered
+    /// with `status` and a JSON-RPC error.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site's worth of context"
+    )]
+    fn refuse_invalid(
+        &self,
+        peer: SocketAddr,
+        parts: &Parts,
+        label: &str,
+        call: &mut Call,
+        status: StatusCode,
+        code: i64,
+        why: &str,
+        id: Option<&str>,
+    ) -> Response<Body> {
+        self.metrics
+            .reject(Reason::Invalid, self.listen_port, label);
+        if self
+            .rejections
+            .admit(&format!("{} invalid {label}", self.name))
+        {
+            tracing::warn!(
+                server = %self.name, reason = "invalid", status = status.as_u16(), code,
+                peer = %peer, origin = ?label, path = ?parts.uri.path(), why,
+                "rejected request: not a valid MCP message (the client's error)"
+            );
+        }
+        call.refused("invalid");
+        reply::error(status, code, why, id)
+    }
+
+    /// A request body over the cap.
+    pub(super) fn too_large(&self) -> Response<Body> {
+        reply::json_rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "Payload too large: the request body exceeds {} bytes",
+                self.limits.max_body_bytes
+            ),
+        )
+    }
+
+    /// Reads what must be read of the upstream's answer.
+    pub(super) async fn inspect_response(
+        &self,
+        resp: Response<Body>,
+        inspection: &Inspection,
+    ) -> Response<Body> {
+        if !inspection.reads_response() || !resp.status().is_success() {
+            return resp;
+        }
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let is_sse = content_type.trim_start().starts_with("text/event-stream");
+        let filter_tools = self.mcp.filters_tools();
+        let encoded = resp
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let must_filter = inspection.filter_tools || (inspection.stream && is_sse && filter_tools);
+        if encoded && must_filter {
+            tracing::warn!(server = %self.name, "the MCP server compressed a response the gateway must filter; refused");
+            return reply::json_rpc_error(
+                StatusCode::BAD_GATEWAY,
+                "Bad gateway: the MCP server's answer could not be filtered",
+            );
+        }
+        if is_sse {
+            let learn = inspection.stream.then(|| self.paths.clone());
+            if learn.is_none() && !must_filter {
+                return resp;
+            }
+            let policy = must_filter.then(|| self.mcp.clone());
+            let (mut parts, body) = resp.into_parts();
+            if policy.is_some() {
+                // A rewritten event changes the length.
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
+            // Refusals need a way onto legacy sessions' streams; without rules there are none.
+            let legacy = (inspection.stream && !self.mcp.is_empty()).then(|| self.legacy.clone());
+            let body = SseInspector::new(body, learn, policy, legacy).boxed_unsync();
+            return Response::from_parts(parts, body);
+        }
+        if inspection.filter_tools {
+            return self.filter_json(resp).await;
+        }
+        resp
+    }
+
+    /// A whole JSON answer with refused tools removed.
+    async fn filter_json(&self, resp: Response<Body>) -> Response<Body> {
+        let (mut parts, body) = resp.into_parts();
+        let bytes = match body::read_bounded(body, MAX_FILTERED_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(server = %self.name, error = %e, "could not read a tools/list answer to filter it");
+                return reply::json_rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    "Bad gateway: the MCP server's answer could not be filtered",
+                );
+            }
+        };
+        let bytes = match filter::tools_json(&bytes, &self.mcp) {
+            Some(filtered) => Bytes::from(filtered),
+            None => bytes,
+        };
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Response::from_parts(parts, reply::full(bytes))
+    }
+
+    /// The client's body broke: logged as the client's error (rate-limited), and counted.
+    pub(super) fn client_error(&self, peer: SocketAddr, why: &str) {
+        self.metrics.reject(
+            Reason::Invalid,
+            self.listen_port,
+            &sanitize(peer.ip().to_string().as_bytes()),
+        );
+        if self
+            .rejections
+            .admit(&format!("{} client-body {}", self.name, peer.ip()))
+        {
+            tracing::warn!(
+                server = %self.name, peer = %peer, error = why,
+                "rejected request: the client's request body is malformed or was cut short (the client's error, not the MCP server's)"
+            );
+        }
+    }
+}
+
+/// An SSE answer read event by event: the first event may teach the legacy message path, and
+/// tools results lose their refused tools. Bytes leave as soon as their event is complete; when
+/// nothing is left to do, frames pass straight through.
+struct SseInspector {
+    inner: Body,
+    splitter: sse::Splitter,
+    /// Set until the first event was seen.
+    learn: Option<Arc<Paths>>,
+    filter: Option<McpPolicy>,
+    /// Where this stream registers, if it turns out to be a legacy session.
+    legacy: Option<Arc<LegacyStreams>>,
+    /// The session's message URL and the refusals queued for it.
+    session: Option<(String, mpsc::Receiver<Bytes>)>,
+    ready: VecDeque<Frame<Bytes>>,
+    done: bool,
+}
+
+impl Drop for SseInspector {
+    fn drop(&mut self) {
+        if let (Some(streams), Some((target, _))) = (&self.legacy, &self.session) {
+            streams.unregister(target);
+        }
+    }
+}
+
+impl SseInspector {
+    fn new(
+        inner: Body,
+        learn: Option<Arc<Paths>>,
+        filter: Option<McpPolicy>,
+        legacy: Option<Arc<LegacyStreams>>,
+    ) -> Self {
+        let max = if filter.is_some() {
+            MAX_FILTERED_BYTES
+        } else {
+            MAX_ENDPOINT_EVENT
+        };
+        Self {
+            inner,
+            splitter: sse::Splitter::new(max),
+            learn,
+            filter,
+            legacy,
+            session: None,
+            ready: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Whether events must still be cut apart (to learn, filter, or inject between them).
+    fn active(&self) -> bool {
+        self.learn.is_some() || self.filter.is_some() || self.session.is_some()
+    }
+
+    fn event(&mut self, raw: Bytes) {
+        if let Some(paths) = self.learn.take() {
+            let event = sse::parse(&raw);
+            if event.event.as_deref() == Some("endpoint")
+                && let Some(target) = scope::endpoint_target(&event.data)
+            {
+                let path = target.split('?').next().unwrap_or_default().to_owned();
+                if paths.learn(path.clone()) {
+                    tracing::info!(path = %path, "learned the legacy HTTP+SSE message path: its POSTs are inspected as MCP messages");
+                }
+                if let Some(rx) = self.legacy.as_ref().and_then(|s| s.register(&target)) {
+                    self.session = Some((target, rx));
+                }
+            }
+        }
+        let out = match &self.filter {
+            Some(policy) => filter::tools_event(&raw, policy).unwrap_or(raw),
+            None => raw,
+        };
+        self.ready.push_back(Frame::data(out));
+    }
+}
+
+impl HttpBody for SseInspector {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if let Some(frame) = self.ready.pop_front() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => {
+                    // Between upstream events, queued refusals of this session go out.
+                    if self.splitter.is_empty()
+                        && let Some((_, rx)) = &mut self.session
+                        && let Poll::Ready(Some(event)) = rx.poll_recv(cx)
+                    {
+                        self.ready.push_back(Frame::data(event));
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    if let Some(rest) = self.splitter.finish() {
+                        self.event(rest);
+                    }
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            if !self.active() {
+                // Nothing left to look for: pass through (after what the splitter held).
+                if let Some(rest) = self.splitter.finish() {
+                    self.ready.push_back(Frame::data(rest));
+                    self.ready.push_back(frame);
+                    continue;
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            let Some(data) = frame.data_ref() else {
+                return Poll::Ready(Some(Ok(frame)));
+            };
+            match self.splitter.push(data) {
+                Ok(events) => {
+                    for event in events {
+                        self.event(event);
+                    }
+                }
+                Err(sse::TooLong) if self.filter.is_some() => {
+                    // A tools result can't be checked: the stream ends rather than pass it.
+                    return Poll::Ready(Some(Err("an SSE event too long to filter".into())));
+                }
+                Err(sse::TooLong) => {
+                    // Only learning: give up on it and pass everything on.
+                    self.learn = None;
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
