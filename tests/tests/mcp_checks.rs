@@ -653,3 +653,46 @@ async fn a_broken_body_is_logged_as_the_clients_error_not_the_upstreams() {
     );
     assert!(!line.contains("upstream request failed"), "{line}");
 }
+
+/// logrotate's way: move the file, SIGHUP, and the next call lands in a new file.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reopens_the_audit_log() {
+    let dir = TempDir::new("audit-hup");
+    let path = dir.path().join("audit.jsonl");
+    let upstream = Upstream::start().await;
+    let audit = path.to_str().unwrap();
+    let mut gw = mcp_gateway_tests::gateway::BinaryGateway::start(
+        upstream.addr,
+        &["--ebpf", "off", "--audit-log", audit],
+    );
+    let (host, addr) = (gw.host(), gw.listen);
+    let call_once = |id: u64| {
+        let host = host.clone();
+        async move {
+            let body = legacy(id, "tools/call", json!({"name": "add"}));
+            let (resp, _) = send_full(
+                addr,
+                request("POST", "/mcp", &[("host", host.as_bytes()), JSON], &body),
+            )
+            .await;
+            assert_eq!(resp.status(), StatusCode::OK);
+        }
+    };
+    call_once(1).await;
+    let rotated = dir.path().join("audit.jsonl.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(gw.child.id() as i32, libc::SIGHUP) }, 0);
+    gw.child
+        .wait_for_log("SIGHUP: audit log reopened", Duration::from_secs(10));
+    call_once(2).await;
+    let ids = |p: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].clone())
+            .collect()
+    };
+    assert_eq!(ids(&rotated), [json!(1)]);
+    assert_eq!(ids(&path), [json!(2)]);
+}

@@ -1,9 +1,10 @@
 //! `cargo xtask bench`: the gateway's cost, as ratios measured in one run.
 //!
 //! One nginx serves a fixed MCP-sized JSON answer (the upstream). wrk drives the same POST
-//! three ways, one after another: straight to the upstream, through `mcp-gateway` (release,
-//! `--ebpf off`), and through an nginx reverse proxy as the reference proxy. Absolute numbers on
-//! a shared machine are noise; the ratios within one run are the result.
+//! (`tools/list`) four ways, one after another: straight to the upstream, through `mcp-gateway`
+//! (release, `--ebpf off`), through a second `mcp-gateway` with a tool allowlist (so the answer is
+//! parsed and its tools filtered), and through an nginx reverse proxy as the reference proxy.
+//! Absolute numbers on a shared machine are noise; the ratios within one run are the result.
 use std::{
     fs,
     net::TcpListener,
@@ -35,6 +36,23 @@ struct Result {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The proxy process's own CPU time per request (gateways only), robust to scheduling noise
+    /// on a shared machine.
+    cpu_us: Option<f64>,
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: field 3 is index 0, utime (14) index 11, stime (15) index 12.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Clock ticks per second in /proc: Linux reports them in USER_HZ, 100 on x86 and arm64.
+fn ticks_per_second() -> f64 {
+    100.0
 }
 
 pub fn bench(seconds: u32, connections: u32) -> anyhow::Result<()> {
@@ -43,7 +61,7 @@ pub fn bench(seconds: u32, connections: u32) -> anyhow::Result<()> {
 
     let dir = std::env::temp_dir().join(format!("mcp-gateway-bench-{}", std::process::id()));
     fs::create_dir_all(dir.join("logs"))?;
-    let (up, proxy, gw) = (free_port()?, free_port()?, free_port()?);
+    let (up, proxy, gw, gw_allow) = (free_port()?, free_port()?, free_port()?, free_port()?);
     fs::write(dir.join("nginx.conf"), nginx_conf(up, proxy))?;
     fs::write(dir.join("post.lua"), wrk_script())?;
 
@@ -56,50 +74,80 @@ pub fn bench(seconds: u32, connections: u32) -> anyhow::Result<()> {
             .spawn()
             .context("starting nginx")?,
     );
-    let _gateway = Guard(
-        Command::new(&gateway_bin)
-            .args([
-                "run",
-                "--ebpf",
-                "off",
-                "--metrics-listen",
-                "off",
-                "--upstream",
-            ])
-            .arg(format!("http://127.0.0.1:{up}/mcp"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{gw}"))
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .context("starting mcp-gateway")?,
-    );
-    for port in [up, proxy, gw] {
+    let gateway = |port: u16, extra: &[&str]| -> anyhow::Result<Guard> {
+        Ok(Guard(
+            Command::new(&gateway_bin)
+                .args([
+                    "run",
+                    "--ebpf",
+                    "off",
+                    "--metrics-listen",
+                    "off",
+                    "--upstream",
+                ])
+                .arg(format!("http://127.0.0.1:{up}/mcp"))
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .spawn()
+                .context("starting mcp-gateway")?,
+        ))
+    };
+    let plain = gateway(gw, &[])?;
+    // The upstream lists one tool, `echo`: the allowlist keeps it, so only the cost differs.
+    let allow = gateway(gw_allow, &["--allow-tool", "echo"])?;
+    for port in [up, proxy, gw, gw_allow] {
         wait_listening(port)?;
     }
 
     let mut results = Vec::new();
-    for (name, port) in [("direct", up), ("mcp-gateway", gw), ("nginx proxy", proxy)] {
+    for (name, port, pid) in [
+        ("direct", up, None),
+        ("mcp-gateway", gw, Some(plain.0.id())),
+        ("+allowlist", gw_allow, Some(allow.0.id())),
+        ("nginx proxy", proxy, None),
+    ] {
         eprintln!("xtask: bench {name}: {seconds}s, {connections} connections");
-        results.push(wrk(name, port, seconds, connections, &dir)?);
+        let before = pid.and_then(cpu_ticks);
+        let mut result = wrk(name, port, seconds, connections, &dir)?;
+        if let (Some(pid), Some(before)) = (pid, before)
+            && let Some(after) = cpu_ticks(pid)
+        {
+            let requests = result.rps * f64::from(seconds);
+            result.cpu_us = Some((after - before) as f64 / ticks_per_second() * 1e6 / requests);
+        }
+        results.push(result);
     }
     let _ = fs::remove_dir_all(&dir);
 
     println!(
-        "\n{:<12} {:>10} {:>9} {:>9}",
-        "target", "req/s", "p50 ms", "p99 ms"
+        "\n{:<12} {:>10} {:>9} {:>9} {:>12}",
+        "target", "req/s", "p50 ms", "p99 ms", "cpu µs/req"
     );
     for r in &results {
+        let cpu = r
+            .cpu_us
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
         println!(
-            "{:<12} {:>10.0} {:>9.3} {:>9.3}",
-            r.name, r.rps, r.p50_ms, r.p99_ms
+            "{:<12} {:>10.0} {:>9.3} {:>9.3} {:>12}",
+            r.name, r.rps, r.p50_ms, r.p99_ms, cpu
         );
     }
-    let (direct, gateway, nginx) = (&results[0], &results[1], &results[2]);
+    let (direct, gateway, allow, nginx) = (&results[0], &results[1], &results[2], &results[3]);
     println!(
         "\nthroughput: gateway/direct = {:.2}, gateway/nginx = {:.2}",
         gateway.rps / direct.rps,
         gateway.rps / nginx.rps
     );
+    if let (Some(with), Some(without)) = (allow.cpu_us, gateway.cpu_us) {
+        println!(
+            "tool allowlist on (tools/list answers parsed and filtered): {:.2}x the gateway's CPU \
+             per request; throughput {:.2}x (noisy unpinned)",
+            with / without,
+            allow.rps / gateway.rps,
+        );
+    }
     println!(
         "p50 latency: gateway/direct = {:.2}, gateway/nginx = {:.2}",
         gateway.p50_ms / direct.p50_ms,
@@ -192,6 +240,7 @@ fn wrk(
         rps,
         p50_ms,
         p99_ms,
+        cpu_us: None,
     })
 }
 

@@ -157,7 +157,7 @@ fn evaluate_head(args: &CheckArgs) -> anyhow::Result<(bool, String)> {
                 let mut out = "ALLOW  preflight answered by the gateway (204)\n".to_owned();
                 let accepted = policy.verify(&req).ok();
                 if let Some(accepted) = accepted {
-                    out.push_str(&format!("  rule: {}\n", accepted.rule));
+                    out.push_str(&format!("  rule: {}\n", accepted.rule()));
                 }
                 for (name, value) in &headers {
                     let value = String::from_utf8_lossy(value.as_bytes());
@@ -170,7 +170,7 @@ fn evaluate_head(args: &CheckArgs) -> anyhow::Result<(bool, String)> {
     }
     Ok(match policy.verify(&req) {
         Ok(accepted) => {
-            let mut out = format!("ALLOW  rule: {}\n", accepted.rule);
+            let mut out = format!("ALLOW  rule: {}\n", accepted.rule());
             for (name, value) in &cors::response_headers(&accepted) {
                 let value = String::from_utf8_lossy(value.as_bytes());
                 out.push_str(&format!("  {name}: {value}\n"));

@@ -217,8 +217,8 @@ impl AllowedHosts {
     }
 
     /// Checks the request's single `Host`, and that an absolute-form target agrees with it.
-    /// Returns the normalised `host:port`.
-    pub(crate) fn check(&self, req: &Parts) -> Result<String, Rejection> {
+    /// Returns the normalised host and port (text is only built for a rejection).
+    pub(crate) fn check(&self, req: &Parts) -> Result<(HostName, u16), Rejection> {
         let mut values = req.headers.get_all(HOST).iter();
         let (raw, extra) = (values.next(), values.next());
         let raw = match (raw, extra) {
@@ -238,7 +238,7 @@ impl AllowedHosts {
             }
         };
         let (host, port) = parse_request_host("Host", raw)?;
-        let normalised = format!("{host}:{port}");
+        let normalised = || format!("{host}:{port}");
         if let Some(authority) = req.uri.authority() {
             // RFC 9112 lets the target override Host; demand agreement instead of picking one.
             let scheme = req.uri.scheme_str().unwrap_or("http");
@@ -250,19 +250,23 @@ impl AllowedHosts {
                 return Err(reject(value, rule));
             }
             let target = parse_request_host("request target", authority.as_str().as_bytes())?;
-            if target != (host.clone(), port) {
+            if target.0 != host || target.1 != port {
                 return Err(reject(
-                    sanitize(normalised.as_bytes()),
+                    sanitize(normalised().as_bytes()),
                     format!(
-                        "request target authority `{}:{}` does not match Host `{normalised}`",
-                        target.0, target.1
+                        "request target authority `{}:{}` does not match Host `{}`",
+                        target.0,
+                        target.1,
+                        normalised()
                     ),
                 ));
             }
         }
-        if self.allowed.contains(&HostPattern { host, port }) {
-            return Ok(normalised);
+        let pattern = HostPattern { host, port };
+        if self.allowed.contains(&pattern) {
+            return Ok((pattern.host, pattern.port));
         }
+        let normalised = format!("{}:{}", pattern.host, pattern.port);
         let rule = format!(
             "Host `{normalised}` is not an allowed host (allowed: {})",
             self.described

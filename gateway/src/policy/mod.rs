@@ -24,11 +24,14 @@ use std::net::SocketAddr;
 
 use http::{HeaderName, request::Parts};
 
-use self::{host::AllowedHosts, origin::AllowedOrigins};
 pub use self::{
     host::MAX_HOST_LEN,
     origin::MAX_ORIGIN_LEN,
     sanitize::{MAX_VALUE_CHARS, sanitize},
+};
+use self::{
+    host::{AllowedHosts, HostName},
+    origin::{AllowedOrigins, Matched},
 };
 
 /// `Sec-Fetch-Site` (not among the `http` crate's constants).
@@ -107,12 +110,51 @@ impl Rejection {
     }
 }
 
-/// An accepted request and the rule that accepted it.
+/// An accepted request: its Origin, and what accepted it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accepted {
-    pub rule: String,
     /// The request's Origin exactly as sent, when present and allowed (echoed by CORS).
     pub origin: Option<String>,
+    how: How,
+}
+
+/// What accepted a request (words only on demand: the request path never needs them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum How {
+    /// No decision recorded (built by [`Accepted::with_origin`]).
+    Unexplained,
+    Origin {
+        host: (HostName, u16),
+        origin: Matched,
+    },
+    NoOrigin {
+        host: (HostName, u16),
+        fetch: &'static str,
+    },
+}
+
+impl Accepted {
+    /// The rule that accepted the request, in words: for logs and `mcp-gateway check`.
+    pub fn rule(&self) -> String {
+        match &self.how {
+            How::Unexplained => String::new(),
+            How::Origin { host, origin } => {
+                format!("Host `{}:{}` is allowed; {origin}", host.0, host.1)
+            }
+            How::NoOrigin { host, fetch } => format!(
+                "Host `{}:{}` is allowed and there is no Origin{fetch}",
+                host.0, host.1
+            ),
+        }
+    }
+
+    /// An acceptance of `origin` without a recorded rule (what CORS needs, for tests).
+    pub fn with_origin(origin: Option<String>) -> Self {
+        Self {
+            origin,
+            how: How::Unexplained,
+        }
+    }
 }
 
 /// The compiled policy.
@@ -141,10 +183,13 @@ impl Policy {
     /// Origin, then (strict mode, no Origin) fetch metadata.
     pub fn verify(&self, req: &Parts) -> Result<Accepted, Rejection> {
         let host = self.hosts.check(req)?;
-        if let Some((origin, rule)) = self.origins.check(req)? {
+        if let Some((origin, matched)) = self.origins.check(req)? {
             return Ok(Accepted {
-                rule: format!("Host `{host}` is allowed; {rule}"),
                 origin: Some(origin),
+                how: How::Origin {
+                    host,
+                    origin: matched,
+                },
             });
         }
         let fetch = match self.mode {
@@ -152,8 +197,8 @@ impl Policy {
             Mode::Strict => check_fetch_metadata(req)?,
         };
         Ok(Accepted {
-            rule: format!("Host `{host}` is allowed and there is no Origin{fetch}"),
             origin: None,
+            how: How::NoOrigin { host, fetch },
         })
     }
 }

@@ -102,6 +102,31 @@ fn parse(text: &str, allow_port_wildcard: bool) -> Result<Parsed, &'static str> 
     Ok(Parsed { scheme, host, port })
 }
 
+/// How an allowed Origin matched: the normalised origin, and the configured pattern it
+/// matched (`None`: a loopback origin in permissive mode). Displayed as the rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Matched {
+    origin: Parsed,
+    pattern: Option<Parsed>,
+}
+
+impl fmt::Display for Matched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.pattern {
+            None => write!(
+                f,
+                "Origin `{}` is a loopback origin (permissive mode)",
+                self.origin
+            ),
+            Some(pattern) => write!(
+                f,
+                "Origin `{}` matches allowed origin `{pattern}`",
+                self.origin
+            ),
+        }
+    }
+}
+
 /// The allowed origins of one policy.
 #[derive(Clone, Debug)]
 pub(crate) struct AllowedOrigins {
@@ -139,8 +164,8 @@ impl AllowedOrigins {
         })
     }
 
-    /// `Ok(None)` without Origin; `Ok(Some((origin as sent, rule)))` when it is allowed.
-    pub(crate) fn check(&self, req: &Parts) -> Result<Option<(String, String)>, Rejection> {
+    /// `Ok(None)` without Origin; `Ok(Some((origin as sent, what matched)))` when it is allowed.
+    pub(crate) fn check(&self, req: &Parts) -> Result<Option<(String, Matched)>, Rejection> {
         let mut values = req.headers.get_all(ORIGIN).iter();
         let raw = match (values.next(), values.next()) {
             (None, _) => return Ok(None),
@@ -163,12 +188,18 @@ impl AllowedOrigins {
             .map_err(|_| malformed("it contains whitespace, control or non-ASCII characters"))?;
         let origin = parse(text, false).map_err(malformed)?;
         if self.loopback && HostName::loopback().contains(&origin.host) {
-            let rule = format!("Origin `{origin}` is a loopback origin (permissive mode)");
-            return Ok(Some((text.to_owned(), rule)));
+            let matched = Matched {
+                origin,
+                pattern: None,
+            };
+            return Ok(Some((text.to_owned(), matched)));
         }
         if let Some(pattern) = self.configured.iter().find(|p| p.matches(&origin)) {
-            let rule = format!("Origin `{origin}` matches allowed origin `{pattern}`");
-            return Ok(Some((text.to_owned(), rule)));
+            let matched = Matched {
+                origin,
+                pattern: Some(pattern.clone()),
+            };
+            return Ok(Some((text.to_owned(), matched)));
         }
         let rule = format!(
             "Origin `{origin}` is not an allowed origin (allowed: {})",

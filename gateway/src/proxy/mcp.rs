@@ -42,7 +42,7 @@ use crate::{
         scope::{self, Paths},
         sse,
     },
-    policy::sanitize,
+    policy::{Accepted, sanitize},
 };
 
 /// Largest `tools/list` answer the gateway reads to filter (bigger: 502, never unfiltered).
@@ -105,7 +105,7 @@ impl Gateway {
         peer: SocketAddr,
         parts: &Parts,
         body: Incoming,
-        label: &str,
+        accepted: &Accepted,
         call: &mut Call,
     ) -> Result<(Outgoing, Inspection), Response<Body>> {
         let mcp_path = self.paths.contains(parts.uri.path());
@@ -123,7 +123,7 @@ impl Gateway {
             return Err(self.refuse_invalid(
                 peer,
                 parts,
-                label,
+                accepted,
                 call,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 reply::SERVER_ERROR,
@@ -138,7 +138,7 @@ impl Gateway {
             return Err(self.refuse_invalid(
                 peer,
                 parts,
-                label,
+                accepted,
                 call,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 reply::SERVER_ERROR,
@@ -170,7 +170,7 @@ impl Gateway {
             return Err(self.refuse_invalid(
                 peer,
                 parts,
-                label,
+                accepted,
                 call,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 reply::SERVER_ERROR,
@@ -187,7 +187,7 @@ impl Gateway {
                 return Err(self.refuse_invalid(
                     peer,
                     parts,
-                    label,
+                    accepted,
                     call,
                     status,
                     invalid.code,
@@ -202,7 +202,7 @@ impl Gateway {
             return Err(self.refuse_invalid(
                 peer,
                 parts,
-                label,
+                accepted,
                 call,
                 StatusCode::BAD_REQUEST,
                 m.code,
@@ -210,7 +210,7 @@ impl Gateway {
                 m.id.as_deref(),
             ));
         }
-        if let Some(refused) = self.allow(peer, parts, &messages, label, call) {
+        if let Some(refused) = self.allow(peer, parts, &messages, accepted, call) {
             return Err(refused);
         }
         let filter_tools = self.mcp.filters_tools()
@@ -231,7 +231,7 @@ impl Gateway {
         peer: SocketAddr,
         parts: &Parts,
         messages: &message::Body,
-        label: &str,
+        accepted: &Accepted,
         call: &mut Call,
     ) -> Option<Response<Body>> {
         let refusals: Vec<Option<Refusal>> = messages
@@ -240,11 +240,12 @@ impl Gateway {
             .map(|m| self.mcp.message(m).err())
             .collect();
         let first = refusals.iter().flatten().next()?;
+        let label = super::label(accepted, parts);
         let reason = match first.reason {
             crate::mcp::allow::RefusalReason::Tool => Reason::Tool,
             crate::mcp::allow::RefusalReason::Method => Reason::Method,
         };
-        self.metrics.reject(reason, self.listen_port, label);
+        self.metrics.reject(reason, self.listen_port, &label);
         if self
             .rejections
             .admit(&format!("{} {} {}", self.name, reason.name(), first.value))
@@ -300,15 +301,16 @@ impl Gateway {
         &self,
         peer: SocketAddr,
         parts: &Parts,
-        label: &str,
+        accepted: &Accepted,
         call: &mut Call,
         status: StatusCode,
         code: i64,
         why: &str,
         id: Option<&str>,
     ) -> Response<Body> {
+        let label = super::label(accepted, parts);
         self.metrics
-            .reject(Reason::Invalid, self.listen_port, label);
+            .reject(Reason::Invalid, self.listen_port, &label);
         if self
             .rejections
             .admit(&format!("{} invalid {label}", self.name))

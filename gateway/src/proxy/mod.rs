@@ -154,21 +154,10 @@ impl Gateway {
         accepted: &Accepted,
         call: &mut Call,
     ) -> Response<Body> {
-        // Counted and logged by the allowed Origin, or the Host for non-browser clients.
-        let label = accepted.origin.as_deref().map_or_else(
-            || {
-                sanitize(
-                    parts
-                        .headers
-                        .get(header::HOST)
-                        .map_or(&b""[..], |h| h.as_bytes()),
-                )
-            },
-            |origin| sanitize(origin.as_bytes()),
-        );
         // The bearer token, when one is configured.
         if let Some(token) = &self.auth_token {
             if !auth::authorized(&parts.headers, token) {
+                let label = label(accepted, &parts);
                 self.metrics
                     .reject(gateway_common::Reason::Auth, self.listen_port, &label);
                 if self
@@ -191,11 +180,11 @@ impl Gateway {
             return self.too_large();
         }
         // MCP messages are read and checked before anything is forwarded.
-        let (body, inspection) = match self.inspect(peer, &parts, body, &label, call).await {
+        let (body, inspection) = match self.inspect(peer, &parts, body, accepted, call).await {
             Ok(admitted) => admitted,
             Err(refused) => return refused,
         };
-        tracing::debug!(server = %self.name, peer = %peer, method = %parts.method, path = ?parts.uri.path(), rule = %accepted.rule, "accepted");
+        tracing::debug!(server = %self.name, peer = %peer, method = %parts.method, path = ?parts.uri.path(), rule = %accepted.rule(), "accepted");
         let sent = std::time::Instant::now();
         let resp = forward::forward(self, peer, parts, body, inspection.reads_response()).await;
         self.stats.upstream_duration(sent.elapsed());
@@ -236,6 +225,22 @@ impl Gateway {
         }
         reply::json_rpc_error(StatusCode::FORBIDDEN, &rejection.message())
     }
+}
+
+/// How a refusal is counted and logged: by the allowed Origin, or the Host for non-browser
+/// clients (sanitised). Built only when something is refused.
+fn label(accepted: &Accepted, parts: &Parts) -> String {
+    accepted.origin.as_deref().map_or_else(
+        || {
+            sanitize(
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .map_or(&b""[..], |h| h.as_bytes()),
+            )
+        },
+        |origin| sanitize(origin.as_bytes()),
+    )
 }
 
 /// `Content-Length`, when the client declared one.

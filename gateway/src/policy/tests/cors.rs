@@ -222,10 +222,9 @@ fn options_without_origin_goes_through_verify() {
 
 #[test]
 fn response_headers_with_and_without_origin() {
-    let with = cors::response_headers(&Accepted {
-        rule: String::new(),
-        origin: Some("http://localhost:3000".to_owned()),
-    });
+    let with = cors::response_headers(&Accepted::with_origin(Some(
+        "http://localhost:3000".to_owned(),
+    )));
     assert_eq!(
         get(&with, &ACCESS_CONTROL_ALLOW_ORIGIN),
         Some("http://localhost:3000")
@@ -239,10 +238,7 @@ fn response_headers_with_and_without_origin() {
         with.get(ACCESS_CONTROL_ALLOW_METHODS).is_none(),
         "only preflights list methods"
     );
-    let without = cors::response_headers(&Accepted {
-        rule: String::new(),
-        origin: None,
-    });
+    let without = cors::response_headers(&Accepted::with_origin(None));
     assert_eq!(without.len(), 1);
     assert_eq!(get(&without, &VARY), Some("Origin"));
 }

@@ -124,10 +124,10 @@ fn accepted_origin_is_the_exact_header() {
     assert_eq!(accepted.origin.as_deref(), Some("HTTP://LocalHost:3000"));
     assert!(
         accepted
-            .rule
+            .rule()
             .contains("`http://localhost:3000` is a loopback origin"),
         "{}",
-        accepted.rule
+        accepted.rule()
     );
     let accepted = verify(X, b"https://app.example.com:443").expect("allowed");
     assert_eq!(
@@ -136,10 +136,10 @@ fn accepted_origin_is_the_exact_header() {
     );
     assert!(
         accepted
-            .rule
+            .rule()
             .contains("matches allowed origin `https://app.example.com`"),
         "{}",
-        accepted.rule
+        accepted.rule()
     );
     let no_origin = c("none", P, PATH, H, &[], None, OK);
     assert_eq!(
