@@ -209,7 +209,7 @@ fn connect_verdict(ctx: &SockAddrContext, addr: [u8; 16]) -> Result<i32, i64> {
     // Per port: a cgroup allowed onto one instance's upstream is not allowed onto another's.
     let key = CgroupPort::new(cgroup, port);
     // SAFETY: the value is only checked for presence, never read through the pointer.
-    if unsafe { ALLOWED_CGROUPS.get(&key) }.is_some() {
+    if unsafe { ALLOWED_CGROUPS.get(key) }.is_some() {
         return Ok(PASS);
     }
     count(&CounterKey::new(Reason::ConnectDenied, addr, port));
