@@ -8,7 +8,8 @@
 /// `v<LAYOUT_VERSION>` subdirectory, so builds with different layouts never reuse, replace or
 /// remove each other's maps and links.
 ///
-/// 3: `ALLOWED_CGROUPS` keyed by (cgroup, port); the `INSTANCES` registry.
+/// 3: `ALLOWED_CGROUPS` keyed by (cgroup, port); the `INSTANCES` registry; lockdown
+/// (`LOCK_ACTIVE`, `LOCKS`) and source allowlists (`SOURCES`).
 pub const LAYOUT_VERSION: u32 = 3;
 
 /// Names of the programs in the embedded eBPF object.
@@ -37,15 +38,31 @@ pub mod map {
     pub const ALLOWED_CGROUPS: &str = "ALLOWED_CGROUPS";
     /// `LruPerCpuHashMap<CounterKey, u64>`: events by reason, address and port.
     pub const COUNTERS: &str = "COUNTERS";
+    /// `LpmTrie<SourceKey, u8>`: the sources allowed on ports with `PortPolicy::SOURCE_ALLOWLIST`.
+    pub const SOURCES: &str = "SOURCES";
+    /// `Array<u32>` of one slot: non-zero while any lockdown is engaged (the programs' fast path
+    /// reads only this while none is).
+    pub const LOCK_ACTIVE: &str = "LOCK_ACTIVE";
+    /// `HashMap<u16 port, LockRecord>`: the ports under lockdown; port 0 means every protected
+    /// port. Written by `mcp-gateway lockdown`, read by the programs and the gateways.
+    pub const LOCKS: &str = "LOCKS";
     /// `HashMap<u64 instance id, InstanceRecord>`: what each gateway instance claims. Written and
-    /// read by userspace only (created by the gateway, not part of the eBPF object); the two
-    /// config maps above always hold the union of these claims.
+    /// read by userspace only (created by the gateway, not part of the eBPF object); the config
+    /// maps always hold the union of these claims.
     pub const INSTANCES: &str = "INSTANCES";
     /// Every map of the eBPF object the gateway pins (aya-log's `AYA_LOGS` ring buffer is per
     /// process, not pinned).
-    pub const PINNED: [&str; 4] = [SKB_STATS, PROTECTED_PORTS, ALLOWED_CGROUPS, COUNTERS];
+    pub const PINNED: [&str; 7] = [
+        SKB_STATS,
+        PROTECTED_PORTS,
+        ALLOWED_CGROUPS,
+        COUNTERS,
+        SOURCES,
+        LOCK_ACTIVE,
+        LOCKS,
+    ];
     /// The config maps the programs read: always the union of the instances' claims.
-    pub const CONFIG_MAPS: [&str; 2] = [PROTECTED_PORTS, ALLOWED_CGROUPS];
+    pub const CONFIG_MAPS: [&str; 3] = [PROTECTED_PORTS, ALLOWED_CGROUPS, SOURCES];
     /// Maps that hold counters (kept by `mcp-gateway detach --keep-counters`).
     pub const COUNTER_MAPS: [&str; 2] = [SKB_STATS, COUNTERS];
 }
@@ -54,6 +71,12 @@ pub mod map {
 pub const MAX_PROTECTED_PORTS: u32 = 256;
 /// Capacity of `ALLOWED_CGROUPS` (the union over every instance).
 pub const MAX_ALLOWED_CGROUPS: u32 = 256;
+/// Capacity of `SOURCES` (the union over every instance).
+pub const MAX_SOURCES: u32 = 1024;
+/// Capacity of `LOCKS`.
+pub const MAX_LOCKS: u32 = 256;
+/// Bytes of a lockdown's reason.
+pub const LOCK_REASON_LEN: usize = 112;
 /// Capacity of `COUNTERS`: distinct (reason, origin) keys kept, kernel and HTTP together. The map
 /// is LRU: when it is full the least recently bumped key is evicted, so a flood of spoofed
 /// sources or hostile origins can't stop new events from being counted (old ones may be
@@ -96,6 +119,8 @@ impl PortPolicy {
     pub const BIND_REWRITE: u32 = 1 << 2;
     /// connect() to this port on a local address only from `ALLOWED_CGROUPS`.
     pub const EXCLUSIVE: u32 = 1 << 3;
+    /// Only sources in `SOURCES` (for this port) may reach it; loopback always may.
+    pub const SOURCE_ALLOWLIST: u32 = 1 << 4;
 
     pub const fn has(self, flag: u32) -> bool {
         self.flags & flag != 0
@@ -127,6 +152,41 @@ impl CgroupPort {
     }
 }
 
+/// Data of a `SOURCES` key: the port (big-endian, so the trie matches it first) and the
+/// address (IPv6, IPv4 as v4-mapped). The prefix length counts 16 port bits plus the address
+/// bits (an IPv4 /24 is 16 + 96 + 24).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceKey {
+    pub port: [u8; 2],
+    pub addr: [u8; 16],
+    /// Zero: keeps the key free of implicit padding.
+    pub pad: [u8; 2],
+}
+
+/// Bits of a [`SourceKey`] prefix taken by the port.
+pub const SOURCE_PORT_BITS: u32 = 16;
+
+impl SourceKey {
+    pub const fn new(port: u16, addr: [u8; 16]) -> Self {
+        Self {
+            port: port.to_be_bytes(),
+            addr,
+            pad: [0; 2],
+        }
+    }
+}
+
+/// Value of `LOCKS`: when and why a lockdown was engaged.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockRecord {
+    /// Seconds since the Unix epoch.
+    pub since_unix: u64,
+    /// NUL-padded UTF-8.
+    pub reason: [u8; LOCK_REASON_LEN],
+}
+
 /// Most instances one pin directory registers.
 pub const MAX_INSTANCES: u32 = 64;
 /// Most ports one instance claims.
@@ -135,6 +195,8 @@ pub const MAX_INSTANCE_PORTS: usize = 32;
 pub const MAX_INSTANCE_ALLOWED: usize = 32;
 /// Most servers one instance describes.
 pub const MAX_INSTANCE_SERVERS: usize = 16;
+/// Most source rules one instance claims.
+pub const MAX_INSTANCE_SOURCES: usize = 32;
 /// Bytes of an instance name.
 pub const INSTANCE_NAME_LEN: usize = 64;
 /// Bytes of a server name in an [`InstanceRecord`].
@@ -165,6 +227,17 @@ pub struct PortClaim {
     pub flags: u32,
 }
 
+/// An allowed source of an instance: `addr/prefix_len` (IPv6 bits; IPv4 as v4-mapped, so
+/// 96 + its prefix) may reach `port`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceRule {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub prefix_len: u8,
+    pub reserved: u8,
+}
+
 /// A server of an instance, for reports: its name and upstream (cut to fit).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,8 +256,7 @@ pub struct InstanceRecord {
     pub n_ports: u8,
     pub n_allowed: u8,
     pub n_servers: u8,
-    /// Reserved, zero.
-    pub reserved: u8,
+    pub n_sources: u8,
     /// The process's start time in clock ticks after boot (`/proc/PID/stat` field 22), so a
     /// recycled pid is not mistaken for the instance.
     pub start_ticks: u64,
@@ -196,6 +268,7 @@ pub struct InstanceRecord {
     pub ports: [PortClaim; MAX_INSTANCE_PORTS],
     pub allowed: [CgroupPort; MAX_INSTANCE_ALLOWED],
     pub servers: [ServerLabel; MAX_INSTANCE_SERVERS],
+    pub sources: [SourceRule; MAX_INSTANCE_SOURCES],
 }
 
 impl InstanceRecord {
@@ -206,7 +279,7 @@ impl InstanceRecord {
             n_ports: 0,
             n_allowed: 0,
             n_servers: 0,
-            reserved: 0,
+            n_sources: 0,
             start_ticks: 0,
             started_unix: 0,
             cgroup_id: 0,
@@ -222,6 +295,12 @@ impl InstanceRecord {
                 name: [0; SERVER_NAME_LEN],
                 upstream: [0; UPSTREAM_TEXT_LEN],
             }; MAX_INSTANCE_SERVERS],
+            sources: [SourceRule {
+                addr: [0; 16],
+                port: 0,
+                prefix_len: 0,
+                reserved: 0,
+            }; MAX_INSTANCE_SOURCES],
         }
     }
 }
@@ -257,11 +336,20 @@ pub enum Reason {
     /// MCP: a POST that is not a valid MCP message (wrong content type, malformed JSON-RPC,
     /// headers that contradict the body).
     Invalid = 11,
+    /// Lockdown: a packet to a locked port dropped, or a connect() to one refused (the
+    /// gateway's own 503s while locked are in its request counts).
+    Lockdown = 12,
+    /// A packet from a source not on the port's allowlist was dropped (kernel).
+    SourceDenied = 13,
+    /// HTTP: a client over its rate limit (429).
+    RateLimit = 14,
+    /// HTTP: a client address not on the server's source allowlist (403).
+    Source = 15,
 }
 
 impl Reason {
     /// Every reason this build knows, kernel ones first.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 15] = [
         Self::NonLoopbackPacket,
         Self::BindDenied,
         Self::BindRewritten,
@@ -273,6 +361,10 @@ impl Reason {
         Self::Tool,
         Self::Method,
         Self::Invalid,
+        Self::Lockdown,
+        Self::SourceDenied,
+        Self::RateLimit,
+        Self::Source,
     ];
 
     pub const fn from_u32(value: u32) -> Option<Self> {
@@ -288,6 +380,10 @@ impl Reason {
             9 => Self::Tool,
             10 => Self::Method,
             11 => Self::Invalid,
+            12 => Self::Lockdown,
+            13 => Self::SourceDenied,
+            14 => Self::RateLimit,
+            15 => Self::Source,
             _ => return None,
         })
     }
@@ -306,6 +402,10 @@ impl Reason {
             Self::Tool => "tool",
             Self::Method => "method",
             Self::Invalid => "invalid",
+            Self::Lockdown => "lockdown",
+            Self::SourceDenied => "source_denied",
+            Self::RateLimit => "rate_limit",
+            Self::Source => "source",
         }
     }
 
@@ -313,7 +413,12 @@ impl Reason {
     pub const fn is_kernel(self) -> bool {
         matches!(
             self,
-            Self::NonLoopbackPacket | Self::BindDenied | Self::BindRewritten | Self::ConnectDenied
+            Self::NonLoopbackPacket
+                | Self::BindDenied
+                | Self::BindRewritten
+                | Self::ConnectDenied
+                | Self::Lockdown
+                | Self::SourceDenied
         )
     }
 }
@@ -437,6 +542,10 @@ mod pod {
     unsafe impl aya::Pod for super::CgroupPort {}
     // SAFETY: as above: integers and byte arrays only, sizes asserted below.
     unsafe impl aya::Pod for super::InstanceRecord {}
+    // SAFETY: as above (the padding is an explicit zero field).
+    unsafe impl aya::Pod for super::SourceKey {}
+    // SAFETY: as above: an integer and a byte array, size asserted below.
+    unsafe impl aya::Pod for super::LockRecord {}
 }
 
 const _: () = assert!(size_of::<CounterKey>() == 8 + COUNTER_TEXT_LEN);
@@ -452,5 +561,10 @@ const _: () = assert!(
             + 8 * MAX_INSTANCE_PORTS
             + 16 * MAX_INSTANCE_ALLOWED
             + (SERVER_NAME_LEN + UPSTREAM_TEXT_LEN) * MAX_INSTANCE_SERVERS
+            + 20 * MAX_INSTANCE_SOURCES
 );
+const _: () = assert!(size_of::<SourceRule>() == 20);
+const _: () = assert!(size_of::<SourceKey>() == 20);
+const _: () = assert!(size_of::<LockRecord>() == 8 + LOCK_REASON_LEN);
+const _: () = assert!(MAX_INSTANCE_SOURCES <= u8::MAX as usize);
 const _: () = assert!(MAX_INSTANCE_SERVERS <= u8::MAX as usize);

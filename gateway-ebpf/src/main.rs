@@ -1,11 +1,13 @@
 //! mcp-gateway's kernel programs. Entry points are thin wrappers around `try_*` functions.
 //!
 //! - `mcp_ingress` (cgroup_skb ingress): a TCP packet to a protected local port whose source is
-//!   not loopback is dropped and counted by source address.
+//!   not loopback is dropped and counted by source address; on a port with a source allowlist,
+//!   one whose source is not on it; under lockdown, every packet to a locked port, loopback too.
 //! - `mcp_bind4`/`mcp_bind6` (cgroup/bind*): a bind() of a protected port to a non-loopback
 //!   address is refused (EPERM) or moved to the family's loopback address, per the port's policy.
 //! - `mcp_connect4`/`mcp_connect6` (cgroup/connect*): a TCP connect() to an exclusive port on a
-//!   local address (loopback or unspecified) only from a cgroup allowed on that port.
+//!   local address (loopback or unspecified) only from a cgroup allowed on that port; to a locked
+//!   port, from nobody (it fails at once instead of timing out).
 //!
 //! Configuration lives in maps written by userspace; every map is keyed by host-order ports.
 #![no_std]
@@ -15,13 +17,13 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, bpf_sock_addr},
     helpers::bpf_get_current_cgroup_id,
     macros::{cgroup_skb, cgroup_sock_addr, map},
-    maps::{HashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
     programs::{SkBuffContext, SockAddrContext},
 };
 use aya_log_ebpf::debug;
 use gateway_common::{
-    CgroupPort, CounterKey, MAX_ALLOWED_CGROUPS, MAX_COUNTER_KEYS, MAX_PROTECTED_PORTS, PortPolicy,
-    Reason, SkbStat,
+    CgroupPort, CounterKey, LockRecord, MAX_ALLOWED_CGROUPS, MAX_COUNTER_KEYS, MAX_LOCKS,
+    MAX_PROTECTED_PORTS, MAX_SOURCES, PortPolicy, Reason, SOURCE_PORT_BITS, SkbStat, SourceKey,
 };
 
 /// Verdicts of `cgroup_skb` and `cgroup/sock_addr` programs.
@@ -46,6 +48,15 @@ static ALLOWED_CGROUPS: HashMap<CgroupPort, u8> = HashMap::with_max_entries(MAX_
 #[map(name = "COUNTERS")]
 static COUNTERS: LruPerCpuHashMap<CounterKey, u64> =
     LruPerCpuHashMap::with_max_entries(MAX_COUNTER_KEYS, 0);
+
+#[map(name = "SOURCES")]
+static SOURCES: LpmTrie<SourceKey, u8> = LpmTrie::with_max_entries(MAX_SOURCES, 0);
+
+#[map(name = "LOCK_ACTIVE")]
+static LOCK_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "LOCKS")]
+static LOCKS: HashMap<u16, LockRecord> = HashMap::with_max_entries(MAX_LOCKS, 0);
 
 #[cgroup_skb]
 pub fn mcp_ingress(ctx: SkBuffContext) -> i32 {
@@ -92,24 +103,43 @@ fn try_mcp_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
         }
         _ => return Ok(PASS),
     };
-    if !tcp || is_loopback(&source) {
+    if !tcp {
         return Ok(PASS);
     }
     // The receiving socket's local port, host byte order: the port the packet is for.
     let port = ctx.skb.local_port() as u16;
+    // Lockdown cuts loopback too: checked before anything lets a packet through.
+    if lock_active() && locked(port, policy(port).is_some()) {
+        bump(SkbStat::Dropped);
+        count(&CounterKey::new(Reason::Lockdown, source, port));
+        debug!(ctx, "dropped a packet to locked port {}", port);
+        return Ok(DROP);
+    }
+    if is_loopback(&source) {
+        return Ok(PASS);
+    }
     let Some(policy) = policy(port) else {
         return Ok(PASS);
     };
-    if !policy.has(PortPolicy::LOOPBACK_ONLY) {
-        return Ok(PASS);
+    if policy.has(PortPolicy::LOOPBACK_ONLY) {
+        bump(SkbStat::Dropped);
+        count(&CounterKey::new(Reason::NonLoopbackPacket, source, port));
+        debug!(
+            ctx,
+            "dropped a non-loopback packet to protected port {}", port
+        );
+        return Ok(DROP);
     }
-    bump(SkbStat::Dropped);
-    count(&CounterKey::new(Reason::NonLoopbackPacket, source, port));
-    debug!(
-        ctx,
-        "dropped a non-loopback packet to protected port {}", port
-    );
-    Ok(DROP)
+    if policy.has(PortPolicy::SOURCE_ALLOWLIST) && !source_allowed(port, source) {
+        bump(SkbStat::Dropped);
+        count(&CounterKey::new(Reason::SourceDenied, source, port));
+        debug!(
+            ctx,
+            "dropped a packet from a source not allowed on port {}", port
+        );
+        return Ok(DROP);
+    }
+    Ok(PASS)
 }
 
 fn try_mcp_bind4(ctx: &SockAddrContext) -> Result<i32, i64> {
@@ -200,7 +230,14 @@ fn connect_verdict(ctx: &SockAddrContext, addr: [u8; 16]) -> Result<i32, i64> {
         return Ok(PASS);
     }
     let port = user_port(sa);
-    let exclusive = policy(port).is_some_and(|p| p.has(PortPolicy::EXCLUSIVE));
+    let policy = policy(port);
+    // Under lockdown a connect() to a locked port fails at once (a dropped SYN would hang).
+    if lock_active() && locked(port, policy.is_some()) {
+        count(&CounterKey::new(Reason::Lockdown, addr, port));
+        debug!(ctx, "refused connect to locked port {}", port);
+        return Ok(DROP);
+    }
+    let exclusive = policy.is_some_and(|p| p.has(PortPolicy::EXCLUSIVE));
     if !exclusive {
         return Ok(PASS);
     }
@@ -244,6 +281,27 @@ fn bind_verdict(port: u16, addr: &[u8; 16]) -> BindVerdict {
         Some(p) if p.has(PortPolicy::BIND_DENY) => BindVerdict::Deny,
         _ => BindVerdict::Allow,
     }
+}
+
+/// Whether any lockdown is engaged: one array lookup, the only cost while none is.
+#[inline(always)]
+fn lock_active() -> bool {
+    LOCK_ACTIVE.get(0).is_some_and(|active| *active != 0)
+}
+
+/// Whether `port` is locked: by a lock of its own, or, when it is protected, by the lock of
+/// every protected port (key 0).
+#[inline(always)]
+fn locked(port: u16, protected: bool) -> bool {
+    // SAFETY: presence checks only; the values are never read through the pointers.
+    unsafe { LOCKS.get(port).is_some() || (protected && LOCKS.get(0).is_some()) }
+}
+
+/// Whether `source` is on `port`'s source allowlist (longest-prefix match on port + address).
+#[inline(always)]
+fn source_allowed(port: u16, source: [u8; 16]) -> bool {
+    let key = Key::new(SOURCE_PORT_BITS + 128, SourceKey::new(port, source));
+    SOURCES.get(&key).is_some()
 }
 
 fn policy(port: u16) -> Option<PortPolicy> {

@@ -5,9 +5,12 @@
 pub mod cli;
 pub mod config;
 pub mod ebpf;
+pub mod lockdown;
 pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod run;
 pub mod security_log;
+pub mod source;

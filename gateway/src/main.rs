@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use mcp_gateway::cli::{Cli, Command, check, kernel, stats};
+use mcp_gateway::cli::{Cli, Command, check, kernel, lockdown, stats};
 
 /// The proxy allocates per request (header maps, bodies); mimalloc gave ~8% more throughput than
 /// glibc's malloc, measured side by side with wrk (three alternating 4 s runs).
@@ -17,6 +17,8 @@ fn main() -> ExitCode {
         Command::Detach(args) => kernel::detach(args).map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => kernel::doctor(args),
         Command::Status(args) => kernel::status(args),
+        Command::Lockdown(args) => lockdown::lockdown(args),
+        Command::Unlock(args) => lockdown::unlock(args),
         Command::Stats(args) => stats::run(args),
     };
     result.unwrap_or_else(|err| {

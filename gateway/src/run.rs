@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::{
-    cli::kernel::{self, ServerPorts},
+    cli::kernel::{self, EbpfMode, ServerPorts},
     config::{self, LogFormat, MetricsSettings, RunArgs, ServerSettings, Settings},
     ebpf::enforce::KernelCheck,
+    lockdown,
     mcp::audit::AuditLog,
     metrics::{self, Metrics, ServerInfo},
     proxy::{self, Gateway},
@@ -66,6 +67,9 @@ async fn bind(servers: Vec<ServerSettings>) -> anyhow::Result<Vec<(ServerSetting
         if server.auth_token.is_some() {
             tracing::warn!(server = %server.name, "bearer-token authentication is ON: requests without the token get 401");
         }
+        if server.listen.ip().is_loopback() && !server.sources.is_empty() {
+            tracing::warn!(server = %server.name, listen = %server.listen, "allow_sources has no effect on a loopback listener: only this host can connect, and loopback is always allowed");
+        }
         let listen = server.listen;
         let listener = TcpListener::bind(listen).await.with_context(|| {
             format!(
@@ -110,6 +114,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             listen: s.listen,
             exclusive_upstream: s.exclusive_upstream,
             allow_cgroups: s.allow_cgroups.clone(),
+            sources: s.sources.cidrs().to_vec(),
         })
         .collect();
     // Before any upstream connection: with --exclusive-upstream this moves us into our own
@@ -129,12 +134,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(e) => Metrics::pinned(budget, &infos, e.check().clone()),
         None => Metrics::in_process(budget, &infos),
     });
+    metrics.expect_kernel(kernel_settings.mode != EbpfMode::Off);
 
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone(), audit.clone())?;
     start_metrics(&metrics_settings, metrics.clone(), shutdown.clone()).await?;
     let rejections = Arc::new(RejectionLog::default());
     let mut servers = JoinSet::new();
+    let mut watched = Vec::new();
     for (index, (server, listener)) in bound.into_iter().enumerate() {
         let gw = Gateway::new(
             server,
@@ -145,6 +152,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             shutdown.clone(),
         )?;
         let listen = listener.local_addr()?;
+        watched.push(lockdown::Watched {
+            name: gw.name.clone(),
+            ports: std::iter::once(listen.port())
+                .chain(gw.upstream.port())
+                .collect(),
+            locked: gw.locked.clone(),
+        });
         tracing::info!(
             server = %gw.name,
             mode = ?gw.policy.mode(),
@@ -164,6 +178,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let watcher = enforcement
         .as_ref()
         .map(|e| tokio::spawn(watch_enforcement(e.check().clone())));
+    // Lockdowns are engaged from outside (`mcp-gateway lockdown`): watch the pinned state.
+    let lock_watcher = enforcement.as_ref().map(|e| {
+        tokio::spawn(lockdown::watch(
+            e.status().pin_dir.clone(),
+            watched,
+            metrics.lockdown_flag(),
+        ))
+    });
     // A server that fails stops them all: half a gateway is not what was configured.
     let mut result = Ok(());
     while let Some(done) = servers.join_next().await {
@@ -181,8 +203,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     drop(enforcement);
     ticker.abort();
-    if let Some(w) = watcher {
-        w.abort();
+    for task in [watcher, lock_watcher].into_iter().flatten() {
+        task.abort();
     }
     tracing::info!("mcp-gateway stopped");
     result

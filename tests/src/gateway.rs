@@ -25,6 +25,8 @@ pub struct Options {
     pub upstream: Option<Upstream>,
     /// The audit log of MCP calls.
     pub audit: Option<AuditTarget>,
+    /// Per-client rate limit.
+    pub rate: Option<mcp_gateway::ratelimit::Rate>,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             mcp: McpSettings::default(),
             upstream: None,
             audit: None,
+            rate: None,
         }
     }
 }
@@ -93,6 +96,8 @@ impl TestGateway {
             exclusive_upstream: false,
             allow_cgroups: Vec::new(),
             mcp: opts.mcp,
+            sources: mcp_gateway::source::SourceList::default(),
+            rate: opts.rate,
         };
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::in_process(

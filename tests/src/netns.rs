@@ -12,6 +12,8 @@ use std::{
 pub const SERVER_V4: &str = "198.18.0.1";
 /// Remote host side of the veth pair.
 pub const REMOTE_V4: &str = "198.18.0.2";
+/// A second address of the remote side: another "host" on the same link.
+pub const OTHER_REMOTE_V4: &str = "198.18.0.3";
 pub const SERVER_V6: &str = "2001:2::1";
 pub const REMOTE_V6: &str = "2001:2::2";
 
@@ -102,6 +104,13 @@ impl HostPair {
             ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
             ns.ip(&["link", "set", dev, "up"]);
         }
+        remote.ip(&[
+            "addr",
+            "add",
+            &format!("{OTHER_REMOTE_V4}/24"),
+            "dev",
+            "veth-r",
+        ]);
         Self { server, remote }
     }
 }

@@ -2,7 +2,7 @@
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Child, ChildStdout, Command, Stdio},
+    process::{Child, ChildStdout, Command, Output, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -75,6 +75,17 @@ impl ChildGuard {
     pub fn id(&self) -> u32 {
         self.child.id()
     }
+
+    /// A crash: SIGKILL, no chance to clean up, then reaped (as a supervisor would), so its
+    /// pid is free for the next run's liveness checks.
+    pub fn crash(mut self) {
+        // SAFETY: kill(2) on our own child, not yet reaped, so the pid is still its.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) },
+            0
+        );
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for ChildGuard {
@@ -95,6 +106,15 @@ pub fn gateway_command() -> Command {
     let mut cmd = Command::new(gateway_bin());
     clean_gateway_env(&mut cmd);
     cmd
+}
+
+/// Runs `mcp-gateway ARGS` (clean environment, no stdin) to completion.
+pub fn gateway_output(args: &[&str]) -> Output {
+    gateway_command()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running mcp-gateway")
 }
 
 /// Removes `RUST_LOG` and every `MCP_GATEWAY_*` variable from `cmd`'s environment.

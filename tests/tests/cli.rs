@@ -141,6 +141,62 @@ fn invalid_configuration_fails_at_start_naming_the_key() {
     }
 }
 
+#[test]
+fn malformed_rates_and_source_ranges_fail_at_start_naming_the_key() {
+    let up = "http://127.0.0.1:9/mcp";
+    let cases: [(&[&str], &str); 8] = [
+        (&["--rate-limit", "20"], "rate_limit: `20` is not a rate"),
+        (
+            &["--rate-limit", "20/hour"],
+            "rate_limit: `20/hour` is not a rate",
+        ),
+        (&["--rate-limit", "0/s"], "rate_limit: `0/s` is not a rate"),
+        (&["--rate-burst", "5"], "rate_burst: needs rate_limit"),
+        (
+            &["--rate-limit", "5/s", "--rate-burst", "0"],
+            "rate_burst: must be at least 1",
+        ),
+        (
+            &["--allow-source", "10.0.0.0/33"],
+            "allow_sources: `10.0.0.0/33`: the prefix length must be 0 to 32",
+        ),
+        (
+            &["--allow-source", "10.0.0.1/8"],
+            "allow_sources: `10.0.0.1/8` has host bits set; did you mean 10.0.0.0/8?",
+        ),
+        (
+            &["--allow-source", "192.0.2.0/24", "--allow-source", "lan"],
+            "allow_sources: `lan`: `lan` is not an IPv4 or IPv6 address",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["--upstream", up];
+        all.extend_from_slice(args);
+        let out = output(&mut run_cmd(&all));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(
+            stderr.contains(want),
+            "{args:?}: should say {want}:\n{stderr}"
+        );
+    }
+
+    // The same keys in a [[server]] table name the server too.
+    let file = temp_file(
+        "rate.toml",
+        &format!(
+            "{}rate_limit = \"fast\"\n",
+            server_table("db", "127.0.0.1:18787", up)
+        ),
+    );
+    let out = output(&mut run_cmd(&["--config", file.to_str().unwrap()]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("server `db` ([[server]] table 1): rate_limit: `fast` is not a rate"),
+        "{stderr}"
+    );
+}
+
 /// A `[[server]]` table.
 fn server_table(name: &str, listen: &str, upstream: &str) -> String {
     format!("[[server]]\nname = \"{name}\"\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\n")

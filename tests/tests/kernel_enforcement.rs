@@ -365,9 +365,7 @@ fn enforcement_survives_sigkill_and_a_restart_takes_over_its_pins() {
         "{line}"
     );
     assert_eq!(connect(&hosts.remote, &remote_upstream), "timeout");
-    // SAFETY: signalling our own child, which the guard then reaps.
-    assert_eq!(unsafe { libc::kill(gateway.id() as i32, libc::SIGKILL) }, 0);
-    drop(gateway);
+    gateway.crash();
 
     assert_eq!(
         connect(&hosts.remote, &remote_upstream),

@@ -7,7 +7,6 @@
 //! so it fails when the protection is absent.
 use std::{
     net::SocketAddr,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -17,7 +16,7 @@ use mcp_gateway_tests::{
     netns::{HostPair, NetnsGuard, SERVER_V4},
     pins::PinDir,
     probe::{connect, listen, probe},
-    process::{ChildGuard, gateway_command},
+    process::{ChildGuard, gateway_command, gateway_output},
     prometheus::{free_port, parse, scrape, value, wait_listening},
     require_privileges,
 };
@@ -75,17 +74,9 @@ impl Instance {
     }
 }
 
-fn gateway(args: &[&str]) -> std::process::Output {
-    gateway_command()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running mcp-gateway")
-}
-
 /// `mcp-gateway status --json`.
 fn status(pins: &PinDir) -> Value {
-    let out = gateway(&["status", "--json", "--pin-dir", pins.arg()]);
+    let out = gateway_output(&["status", "--json", "--pin-dir", pins.arg()]);
     assert!(
         out.status.success(),
         "{}",
@@ -149,12 +140,6 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn sigkill(child: ChildGuard) {
-    // SAFETY: signalling our own child, which the guard then reaps.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
-    drop(child);
-}
-
 #[test]
 #[ignore = "privileged: needs root with CAP_BPF and cgroup v2; run by `cargo xtask test`"]
 fn two_instances_on_one_pin_dir_never_undo_each_others_protection() {
@@ -215,7 +200,7 @@ fn two_instances_on_one_pin_dir_never_undo_each_others_protection() {
 
     // A crashed instance's ports stay protected; the other instance is untouched.
     let pid_b = gw_b.id();
-    sigkill(gw_a);
+    gw_a.crash();
     for port in [a.upstream, b.upstream] {
         assert!(
             !remote_reaches(&hosts, port),
@@ -254,7 +239,7 @@ fn two_instances_on_one_pin_dir_never_undo_each_others_protection() {
     assert_eq!(owners(&report).len(), 4);
 
     // A plain detach refuses to remove two instances at once, and says how to choose.
-    let out = gateway(&["detach", "--pin-dir", pins.arg()]);
+    let out = gateway_output(&["detach", "--pin-dir", pins.arg()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "plain detach removed two instances");
     assert!(
@@ -264,7 +249,7 @@ fn two_instances_on_one_pin_dir_never_undo_each_others_protection() {
     assert!(!remote_reaches(&hosts, a.upstream));
 
     // Detaching a (while it runs) leaves b enforcing, and a says it lost its protection.
-    let out = gateway(&["detach", "--instance", &a.name(), "--pin-dir", pins.arg()]);
+    let out = gateway_output(&["detach", "--instance", &a.name(), "--pin-dir", pins.arg()]);
     assert!(
         out.status.success(),
         "{}",
@@ -292,7 +277,7 @@ fn two_instances_on_one_pin_dir_never_undo_each_others_protection() {
     assert_eq!(owners(&status(&pins)).len(), 2);
 
     // The last instance detached: programs gone, counters kept.
-    let out = gateway(&["detach", "--instance", &b.name(), "--pin-dir", pins.arg()]);
+    let out = gateway_output(&["detach", "--instance", &b.name(), "--pin-dir", pins.arg()]);
     assert!(
         out.status.success(),
         "{}",

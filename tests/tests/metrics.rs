@@ -445,6 +445,51 @@ fn deploy_rules_config_and_dashboard_are_valid_and_name_real_metrics() {
     }
 }
 
+/// The alert rules' unit tests pass, and every rule has one case that fires it and one that
+/// must not (an alert with only a firing case could fire on anything).
+#[test]
+fn every_alert_rule_has_a_firing_and_a_quiet_promtool_test_that_pass() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    let out = Command::new(mcp_gateway_tests::tools::promtool())
+        .args(["test", "rules"])
+        .arg(dir.join("mcp-gateway-alerts.test.yml"))
+        .output()
+        .expect("running promtool");
+    assert!(
+        out.status.success(),
+        "promtool test rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let rules = std::fs::read_to_string(dir.join("mcp-gateway-alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("mcp-gateway-alerts.test.yml")).unwrap();
+    let names: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(names.len() >= 5, "alert rules: {names:?}");
+    // Each `alertname:` line is followed by its `exp_alerts:`, empty (`[]`) or not.
+    let mut cases: Vec<(&str, bool)> = Vec::new();
+    let mut lines = tests.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if let Some(name) = line.strip_prefix("alertname: ") {
+            let exp = lines.next().unwrap_or_default();
+            assert!(exp.starts_with("exp_alerts:"), "after {name}: {exp}");
+            cases.push((name, exp != "exp_alerts: []"));
+        }
+    }
+    for name in names {
+        for fires in [true, false] {
+            assert!(
+                cases.contains(&(name, fires)),
+                "{name} has no promtool case where it {}",
+                if fires { "fires" } else { "stays quiet" }
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn metrics_on_loopback_refuse_rebound_hosts_and_browser_origins() {
     use mcp_gateway_tests::client::{request, send_full};

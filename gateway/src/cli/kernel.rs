@@ -19,6 +19,7 @@ use crate::{
         policy::{BindPolicy, Claim, Plan, Role, ServerLabel},
         release, status, system,
     },
+    source::Cidr,
 };
 
 /// Whether `run` enforces in the kernel.
@@ -144,6 +145,9 @@ pub struct ServerPorts {
     pub listen: SocketAddr,
     pub exclusive_upstream: bool,
     pub allow_cgroups: Vec<PathBuf>,
+    /// `--allow-source` of a non-loopback listener (ignored on loopback: only loopback reaches
+    /// it anyway).
+    pub sources: Vec<Cidr>,
 }
 
 /// What keeps kernel enforcement from running here, each with the reason; empty when nothing.
@@ -203,6 +207,10 @@ pub fn claim(
         }
         if server.listen.ip().is_loopback() {
             claim.protect(server.listen.port(), base, Role::Listen, Some(i));
+        } else {
+            for cidr in &server.sources {
+                claim.allow_source(server.listen.port(), *cidr, Some(i));
+            }
         }
     }
     for port in &settings.protect_ports {
@@ -465,6 +473,13 @@ fn status_text(pin_dir: &Path, report: &status::Report) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "pin directory {}", pin_dir.display());
+    for lock in &report.locks {
+        let _ = writeln!(
+            out,
+            "LOCKDOWN: {} (`mcp-gateway unlock` releases it)",
+            super::lockdown::describe(lock)
+        );
+    }
     if report.instances.is_empty() {
         let _ = writeln!(out, "no gateway instance is registered");
     }
@@ -539,6 +554,7 @@ mod tests {
             listen: listen.parse().unwrap(),
             exclusive_upstream: exclusive,
             allow_cgroups: Vec::new(),
+            sources: Vec::new(),
         }
     }
 
@@ -580,6 +596,28 @@ mod tests {
             "allowed onto its own upstream only"
         );
         assert_eq!(c.servers.len(), 3);
+    }
+
+    #[test]
+    fn a_non_loopback_listener_gets_its_source_allowlist() {
+        let lan = Cidr::parse("198.18.0.0/24").unwrap();
+        let mut exposed = server("lan", Some(9000), "0.0.0.0:8443", false);
+        exposed.sources = vec![lan];
+        let mut local = server("local", Some(9001), "127.0.0.1:8787", false);
+        local.sources = vec![lan];
+        let c = claim(
+            "i",
+            &settings(BindPolicy::Deny, &[]),
+            &[exposed, local],
+            None,
+            &[vec![], vec![]],
+        );
+        assert_eq!(c.ports[&8443].flags, PortPolicy::SOURCE_ALLOWLIST);
+        assert_eq!(
+            c.sources.iter().collect::<Vec<_>>(),
+            [&(8443, lan)],
+            "not on loopback"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `mcp-gateway` command line: one subcommand per job.
 pub mod check;
 pub mod kernel;
+pub mod lockdown;
 pub mod stats;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,10 @@ pub enum Command {
     Doctor(kernel::DoctorArgs),
     /// List every protected port with its flags and owners (instance, upstream, alive).
     Status(kernel::StatusArgs),
+    /// Cut every protected port (or --port) for everyone at once, until `unlock`.
+    Lockdown(lockdown::LockdownArgs),
+    /// Release the lockdown (or one --port of it).
+    Unlock(lockdown::UnlockArgs),
     /// Show the rejection counters pinned by the gateway and its kernel programs.
     Stats(stats::StatsArgs),
 }

@@ -103,6 +103,11 @@ server_keys! {
     allowed_tools: Vec<String>,
     denied_tools: Vec<String>,
     allowed_methods: Vec<String>,
+    /// Source-address allowlist (CIDRs) of a non-loopback listener.
+    allow_sources: Vec<String>,
+    /// Rate limit per client, `N/s` or `N/min`.
+    rate_limit: String,
+    rate_burst: u32,
 }
 
 /// Reads and parses `path`. TOML's own errors name the line and the key (an unknown key inside

@@ -24,6 +24,8 @@ use crate::{
     ebpf::{pins::DEFAULT_PIN_DIR, policy::BindPolicy},
     mcp::{McpPolicy, McpSettings},
     policy::{Mode, Policy, PolicyError, PolicySettings},
+    ratelimit::Rate,
+    source::SourceList,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
@@ -129,6 +131,21 @@ pub struct RunArgs {
     /// Audit log of MCP calls: a file (JSON lines, reopened on SIGHUP) or `-` for stderr.
     #[arg(long, env = "MCP_GATEWAY_AUDIT_LOG")]
     pub audit_log: Option<String>,
+    /// Client network allowed to reach a non-loopback listener (repeatable; CIDR, IPv4 or
+    /// IPv6). Others are dropped by the kernel and refused (403) by the gateway [default: any].
+    #[arg(
+        long = "allow-source",
+        env = "MCP_GATEWAY_ALLOW_SOURCES",
+        value_delimiter = ','
+    )]
+    pub allow_sources: Option<Vec<String>>,
+    /// Requests per client (credential, else address and Origin): N/s or N/min; over it, 429
+    /// [default: no limit].
+    #[arg(long, env = "MCP_GATEWAY_RATE_LIMIT")]
+    pub rate_limit: Option<String>,
+    /// Requests a client may send at once under --rate-limit [default: the rate's N].
+    #[arg(long, env = "MCP_GATEWAY_RATE_BURST")]
+    pub rate_burst: Option<u32>,
     /// Log format [default: text].
     #[arg(long, env = "MCP_GATEWAY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -233,6 +250,9 @@ pub struct ServerSettings {
     pub exclusive_upstream: bool,
     pub allow_cgroups: Vec<PathBuf>,
     pub mcp: McpSettings,
+    /// Who may reach a non-loopback listener (empty: anyone).
+    pub sources: SourceList,
+    pub rate: Option<Rate>,
 }
 
 /// The kernel layer of the whole process (the union of its servers' ports).
@@ -298,6 +318,9 @@ impl RunArgs {
             allowed_tools: self.allowed_tools.clone(),
             denied_tools: self.denied_tools.clone(),
             allowed_methods: self.allowed_methods.clone(),
+            allow_sources: self.allow_sources.clone(),
+            rate_limit: self.rate_limit.clone(),
+            rate_burst: self.rate_burst,
         }
     }
 
@@ -536,6 +559,35 @@ fn server(
         key: e.key,
         why: e.why,
     })?;
+    let sources = SourceList::parse(&keys.allow_sources.unwrap_or_default()).map_err(|why| {
+        ConfigError::Invalid {
+            key: "allow_sources",
+            why,
+        }
+    })?;
+    let rate = match (keys.rate_limit, keys.rate_burst) {
+        (_, Some(0)) => {
+            return Err(ConfigError::Invalid {
+                key: "rate_burst",
+                why: "must be at least 1: it is how many requests a client may send at once".into(),
+            });
+        }
+        (Some(limit), burst) => {
+            Some(
+                Rate::parse(&limit, burst).map_err(|why| ConfigError::Invalid {
+                    key: "rate_limit",
+                    why,
+                })?,
+            )
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Invalid {
+                key: "rate_burst",
+                why: "needs rate_limit (--rate-limit N/s)".into(),
+            });
+        }
+        (None, None) => None,
+    };
     Ok(ServerSettings {
         name,
         listen,
@@ -546,6 +598,8 @@ fn server(
         exclusive_upstream: keys.exclusive_upstream.unwrap_or(false),
         allow_cgroups: keys.allow_cgroups.unwrap_or_default(),
         mcp,
+        sources,
+        rate,
     })
 }
 

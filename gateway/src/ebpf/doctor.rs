@@ -1,7 +1,7 @@
 //! `mcp-gateway doctor`: what kernel enforcement needs, what is missing, and the fix for each.
 use std::path::Path;
 
-use super::{pins, release, system};
+use super::{locks, pins, release, system};
 
 /// One line of the report.
 #[derive(Clone, Debug)]
@@ -93,7 +93,35 @@ pub fn run(pin_dir: &Path) -> Vec<Check> {
         ));
     }
     checks.push(attached(pin_dir, cgroup2.as_deref()));
+    checks.push(lockdown(pin_dir));
     checks
+}
+
+/// Whether a lockdown is in force, with its reason and time.
+fn lockdown(pin_dir: &Path) -> Check {
+    let locks = match locks::LockMaps::open(pin_dir).and_then(|m| m.map(|m| m.read()).transpose()) {
+        Ok(locks) => locks.unwrap_or_default(),
+        Err(e) => {
+            return check(
+                "lockdown",
+                false,
+                false,
+                format!("reading the lock maps: {e}"),
+                "run doctor as root to see them",
+            );
+        }
+    };
+    if locks.is_empty() {
+        return check("lockdown", true, false, "none".to_owned(), "");
+    }
+    let described: Vec<String> = locks.iter().map(crate::cli::lockdown::describe).collect();
+    check(
+        "lockdown",
+        false,
+        false,
+        format!("IN FORCE: {}", described.join("; ")),
+        "`mcp-gateway unlock` when the incident is over",
+    )
 }
 
 /// Whether programs are pinned in `pin_dir`, on which cgroups, and for which instances.

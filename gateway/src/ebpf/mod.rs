@@ -16,6 +16,7 @@
 pub mod counters;
 pub mod doctor;
 pub mod enforce;
+pub mod locks;
 pub mod logs;
 pub mod maps;
 pub mod pins;

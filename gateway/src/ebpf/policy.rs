@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gateway_common::{CgroupPort, PortPolicy};
 
+use crate::source::Cidr;
+
 /// What bind() of a protected port to a non-loopback address gets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BindPolicy {
@@ -19,12 +21,15 @@ pub enum BindPolicy {
     Rewrite,
 }
 
-/// What the programs read: the protected ports, and who may connect to the exclusive ones.
+/// What the programs read: the protected ports, who may connect to the exclusive ones, and
+/// which sources may reach the ports with a source allowlist.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub ports: BTreeMap<u16, PortPolicy>,
     /// (cgroup, port): the cgroup may connect to that `EXCLUSIVE` port.
     pub allowed: BTreeSet<CgroupPort>,
+    /// (port, network): the network may reach that `SOURCE_ALLOWLIST` port.
+    pub sources: BTreeSet<(u16, Cidr)>,
 }
 
 impl Plan {
@@ -81,6 +86,7 @@ pub struct Claim {
     pub cgroup_id: u64,
     pub ports: BTreeMap<u16, PortUse>,
     pub allowed: BTreeSet<CgroupPort>,
+    pub sources: BTreeSet<(u16, Cidr)>,
     pub servers: Vec<ServerLabel>,
 }
 
@@ -103,6 +109,12 @@ impl Claim {
     /// Lets `cgroup` connect to the exclusive `port`.
     pub fn allow(&mut self, cgroup: u64, port: u16) {
         self.allowed.insert(CgroupPort::new(cgroup, port));
+    }
+
+    /// Lets the network `cidr` reach `port` (which gets a source allowlist).
+    pub fn allow_source(&mut self, port: u16, cidr: Cidr, server: Option<usize>) {
+        self.protect(port, PortPolicy::SOURCE_ALLOWLIST, Role::Listen, server);
+        self.sources.insert((port, cidr));
     }
 
     /// This claim alone, as the programs would read it.
@@ -129,6 +141,7 @@ pub fn union<'a>(claims: impl IntoIterator<Item = &'a Claim>) -> Plan {
             plan.ports.entry(*port).or_default().flags |= used.flags;
         }
         plan.allowed.extend(claim.allowed.iter().copied());
+        plan.sources.extend(claim.sources.iter().copied());
     }
     for policy in plan.ports.values_mut() {
         policy.flags = normalize(policy.flags);
@@ -159,6 +172,9 @@ pub fn gaps(claim: &Claim, effective: &Plan) -> Vec<String> {
         if want & PortPolicy::EXCLUSIVE != 0 && !have.has(PortPolicy::EXCLUSIVE) {
             missing.push("exclusive");
         }
+        if want & PortPolicy::SOURCE_ALLOWLIST != 0 && !have.has(PortPolicy::SOURCE_ALLOWLIST) {
+            missing.push("source allowlist");
+        }
         if !missing.is_empty() {
             out.push(format!("port {port} lacks {}", missing.join(", ")));
         }
@@ -169,6 +185,11 @@ pub fn gaps(claim: &Claim, effective: &Plan) -> Vec<String> {
                 "cgroup {} is not allowed onto port {}",
                 pair.cgroup, pair.port
             ));
+        }
+    }
+    for (port, cidr) in &claim.sources {
+        if !effective.sources.contains(&(*port, *cidr)) {
+            out.push(format!("source {cidr} is not allowed onto port {port}"));
         }
     }
     out
@@ -298,6 +319,32 @@ mod tests {
     }
 
     #[test]
+    fn source_allowlists_join_and_are_checked() {
+        let lan = Cidr::parse("198.18.0.0/24").unwrap();
+        let vpn = Cidr::parse("10.8.0.0/16").unwrap();
+        let mut a = claim("a", &[], &[]);
+        a.allow_source(8443, lan, Some(0));
+        let mut b = claim("b", &[], &[]);
+        b.allow_source(9443, vpn, Some(0));
+        let both = union([&a, &b]);
+        assert_eq!(
+            both.ports[&8443].flags,
+            PortPolicy::SOURCE_ALLOWLIST,
+            "only the allowlist"
+        );
+        assert_eq!(both.sources.len(), 2);
+        assert!(gaps(&a, &both).is_empty());
+        let only_b = union([&b]);
+        assert_eq!(
+            gaps(&a, &only_b),
+            [
+                "port 8443 is not protected",
+                "source 198.18.0.0/24 is not allowed onto port 8443"
+            ]
+        );
+    }
+
+    #[test]
     fn gaps_table() {
         let ex = BASE | PortPolicy::EXCLUSIVE;
         let mine = claim("a", &[(8000, ex), (8787, REWRITE)], &[(7, 8000)]);
@@ -310,6 +357,7 @@ mod tests {
                 .iter()
                 .map(|(c, p)| CgroupPort::new(*c, *p))
                 .collect(),
+            sources: BTreeSet::new(),
         };
         #[rustfmt::skip]
         let rows: Vec<(&str, Plan, Vec<&str>)> = vec![

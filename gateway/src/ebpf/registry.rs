@@ -15,14 +15,15 @@ use std::{
 use aya::maps::{HashMap, Map, MapData, MapError};
 use gateway_common::{
     CgroupPort, INSTANCE_NAME_LEN, InstanceRecord, MAX_INSTANCE_ALLOWED, MAX_INSTANCE_PORTS,
-    MAX_INSTANCE_SERVERS, MAX_INSTANCES, PortClaim, SERVER_NAME_LEN, UPSTREAM_TEXT_LEN, map,
-    port_role,
+    MAX_INSTANCE_SERVERS, MAX_INSTANCE_SOURCES, MAX_INSTANCES, PortClaim, SERVER_NAME_LEN,
+    SourceRule, UPSTREAM_TEXT_LEN, map, port_role,
 };
 
 use super::{
     EbpfError, pins,
     policy::{Claim, PortUse, Role, ServerLabel},
 };
+use crate::source::Cidr;
 
 /// The registry key of an instance name.
 pub fn instance_id(name: &str) -> u64 {
@@ -96,6 +97,8 @@ pub enum RecordError {
     Allowed(usize),
     #[error("the instance has {0} servers; one instance may serve at most {MAX_INSTANCE_SERVERS}")]
     Servers(usize),
+    #[error("the instance allows {0} source networks; at most {MAX_INSTANCE_SOURCES}")]
+    Sources(usize),
 }
 
 /// Copies `text` into `out` (cut at a char boundary, NUL-padded).
@@ -130,6 +133,9 @@ pub fn encode(
     if claim.servers.len() > MAX_INSTANCE_SERVERS {
         return Err(RecordError::Servers(claim.servers.len()));
     }
+    if claim.sources.len() > MAX_INSTANCE_SOURCES {
+        return Err(RecordError::Sources(claim.sources.len()));
+    }
     let mut rec = InstanceRecord::zeroed();
     rec.pid = process.pid;
     rec.start_ticks = process.start_ticks;
@@ -140,6 +146,15 @@ pub fn encode(
     rec.n_ports = claim.ports.len() as u8;
     rec.n_allowed = claim.allowed.len() as u8;
     rec.n_servers = claim.servers.len() as u8;
+    rec.n_sources = claim.sources.len() as u8;
+    for (slot, (port, cidr)) in rec.sources.iter_mut().zip(&claim.sources) {
+        *slot = SourceRule {
+            addr: cidr.addr,
+            port: *port,
+            prefix_len: cidr.prefix_len,
+            reserved: 0,
+        };
+    }
     for (slot, (port, used)) in rec.ports.iter_mut().zip(&claim.ports) {
         *slot = PortClaim {
             port: *port,
@@ -167,6 +182,7 @@ pub fn decode(id: u64, rec: &InstanceRecord) -> Instance {
     let n_ports = usize::from(rec.n_ports).min(MAX_INSTANCE_PORTS);
     let n_allowed = usize::from(rec.n_allowed).min(MAX_INSTANCE_ALLOWED);
     let n_servers = usize::from(rec.n_servers).min(MAX_INSTANCE_SERVERS);
+    let n_sources = usize::from(rec.n_sources).min(MAX_INSTANCE_SOURCES);
     let servers: Vec<ServerLabel> = rec.servers[..n_servers]
         .iter()
         .map(|s| ServerLabel {
@@ -202,6 +218,15 @@ pub fn decode(id: u64, rec: &InstanceRecord) -> Instance {
             .iter()
             .map(|a| CgroupPort::new(a.cgroup, a.port)),
     );
+    claim
+        .sources
+        .extend(rec.sources[..n_sources].iter().map(|s| {
+            let cidr = Cidr {
+                addr: s.addr,
+                prefix_len: s.prefix_len.min(128),
+            };
+            (s.port, cidr)
+        }));
     Instance {
         id,
         claim,
@@ -401,6 +426,7 @@ mod tests {
         claim.protect(8788, base, Role::Listen, Some(1));
         claim.protect(9999, base, Role::Extra, None);
         claim.allow(1234, 8000);
+        claim.allow_source(8443, Cidr::parse("2001:db8::/32").unwrap(), Some(1));
         claim
     }
 
@@ -436,7 +462,7 @@ mod tests {
         }
         assert!(matches!(
             encode(&many, Process::current(), 0),
-            Err(RecordError::Ports(44))
+            Err(RecordError::Ports(45))
         ));
         let mut unnamed = sample();
         unnamed.instance.clear();
@@ -452,8 +478,10 @@ mod tests {
         rec.n_ports = u8::MAX;
         rec.n_servers = u8::MAX;
         rec.n_allowed = u8::MAX;
+        rec.n_sources = u8::MAX;
         let back = decode(1, &rec);
         assert!(back.claim.ports.len() <= MAX_INSTANCE_PORTS);
+        assert!(back.claim.sources.len() <= MAX_INSTANCE_SOURCES);
         assert!(back.claim.servers.len() <= MAX_INSTANCE_SERVERS);
     }
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::{
     EbpfError,
+    locks::{Lock, LockMaps},
     maps::ConfigMaps,
     pins,
     policy::{Plan, Role},
@@ -49,6 +50,8 @@ pub struct InstanceRow {
 /// The whole report.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
+    /// Lockdowns in force (`mcp-gateway lockdown`).
+    pub locks: Vec<Lock>,
     pub instances: Vec<InstanceRow>,
     pub ports: Vec<PortRow>,
     /// Links on cgroups, as `program on cgroup <id>`.
@@ -129,7 +132,12 @@ pub fn collect(pin_dir: &Path) -> Result<Report, EbpfError> {
         path: pin_dir.to_owned(),
         source,
     })?;
+    let locks = match LockMaps::open(pin_dir)? {
+        Some(maps) => maps.read()?,
+        None => Vec::new(),
+    };
     Ok(Report {
+        locks,
         ports: port_rows(&effective, &instances, Instance::is_alive),
         instances: instances
             .iter()

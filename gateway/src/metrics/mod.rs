@@ -20,7 +20,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -207,6 +207,10 @@ pub struct Metrics {
     instance_ports: HashSet<u16>,
     /// Set when kernel enforcement started: what `mcp_gateway_ebpf_enforcing` checks.
     enforcing: Option<KernelCheck>,
+    /// Whether kernel enforcement was asked for (`--ebpf auto` or `required`).
+    kernel_expected: AtomicBool,
+    /// Set while one of this gateway's ports is under lockdown (by the lock watcher).
+    lockdown: Arc<AtomicBool>,
     /// Failed reads of the counters.
     read_errors: AtomicU64,
 }
@@ -262,12 +266,24 @@ impl Metrics {
             port_server,
             instance_ports,
             enforcing,
+            kernel_expected: AtomicBool::new(false),
+            lockdown: Arc::default(),
             read_errors: AtomicU64::new(0),
         };
         // Seed the budget from what the map already holds, busiest first, so the series a
         // previous run exported keep their labels.
         metrics.refresh();
         metrics
+    }
+
+    /// Records whether kernel enforcement was asked for (`mcp_gateway_ebpf_expected`).
+    pub fn expect_kernel(&self, expected: bool) {
+        self.kernel_expected.store(expected, Ordering::Relaxed);
+    }
+
+    /// The flag behind `mcp_gateway_lockdown`.
+    pub fn lockdown_flag(&self) -> Arc<AtomicBool> {
+        self.lockdown.clone()
     }
 
     /// The per-request series of server `index` (in configuration order).
@@ -411,6 +427,16 @@ impl Metrics {
                 "mcp_gateway_ebpf_enforcing",
                 "1 when every port this gateway instance claims is protected by the kernel programs as it asked (checked at each scrape), else 0.",
                 i64::from(self.ebpf_enforcing()),
+            ),
+            (
+                "mcp_gateway_ebpf_expected",
+                "1 when kernel enforcement was asked for (--ebpf auto or required), 0 with --ebpf off.",
+                i64::from(self.kernel_expected.load(Ordering::Relaxed)),
+            ),
+            (
+                "mcp_gateway_lockdown",
+                "1 while a lockdown (mcp-gateway lockdown) cuts one of this gateway's ports, else 0.",
+                i64::from(self.lockdown.load(Ordering::Relaxed)),
             ),
             (
                 "mcp_gateway_rejections_persistent",

@@ -31,8 +31,10 @@ pub const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 pub const ALLOW_HEADERS: &str = "mcp-protocol-version, mcp-method, mcp-name, mcp-session-id, \
                                  last-event-id, authorization, content-type, accept";
 /// Response headers a browser client must be able to read: the session (2025), the version,
-/// and `WWW-Authenticate`, where an auth challenge points to the server's OAuth metadata.
-pub const EXPOSE_HEADERS: &str = "mcp-session-id, mcp-protocol-version, www-authenticate";
+/// `WWW-Authenticate` (an auth challenge points to the server's OAuth metadata) and
+/// `Retry-After` (how long a rate-limited client waits).
+pub const EXPOSE_HEADERS: &str =
+    "mcp-session-id, mcp-protocol-version, www-authenticate, retry-after";
 /// Most requested header names reflected in one answer.
 pub const MAX_REFLECTED: usize = 64;
 /// Seconds a browser may cache a preflight answer.

@@ -3,13 +3,16 @@
 //!
 //! A request passes these layers, top to bottom; the first that answers ends it:
 //! 1. connection limits (`serve`): max connections, header read timeout, header size/count caps;
-//! 2. CORS preflight: answered by the gateway itself, never forwarded;
-//! 3. Host/Origin policy: a rejection is a 403 with a JSON-RPC body, logged, never forwarded;
-//! 4. bearer-token auth (optional): 401;
-//! 5. declared body size: 413 before any upstream connection;
-//! 6. MCP messages (`mcp`): read whole and checked (415, 400, 403) before anything is sent;
-//! 7. forwarding: streamed both ways, hop-by-hop headers stripped, upstream Host set;
-//! 8. the answer: `tools/list` filtered, the allowed origin's CORS headers added, audited.
+//! 2. lockdown: while the server's ports are locked, 503 to anything that still arrives;
+//! 3. source allowlist (non-loopback listeners): 403 for a client address not on it;
+//! 4. CORS preflight: answered by the gateway itself, never forwarded;
+//! 5. Host/Origin policy: a rejection is a 403 with a JSON-RPC body, logged, never forwarded;
+//! 6. bearer-token auth (optional): 401;
+//! 7. rate limit per client (optional): 429 with Retry-After;
+//! 8. declared body size: 413 before any upstream connection;
+//! 9. MCP messages (`mcp`): read whole and checked (415, 400, 403) before anything is sent;
+//! 10. forwarding: streamed both ways, hop-by-hop headers stripped, upstream Host set;
+//! 11. the answer: `tools/list` filtered, the allowed origin's CORS headers added, audited.
 pub mod audit;
 pub mod auth;
 pub mod body;
@@ -19,7 +22,14 @@ pub mod headers;
 pub mod mcp;
 pub mod reply;
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use http::{Request, Response, StatusCode, header, request::Parts};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
@@ -36,7 +46,9 @@ use crate::{
     mcp::{McpPolicy, audit::AuditLog, scope::Paths},
     metrics::{self, Metrics, ServerStats},
     policy::{Accepted, Policy, Rejection, cors, sanitize},
+    ratelimit::{Decision, Limiter},
     security_log::RejectionLog,
+    source::SourceList,
 };
 
 /// The name of the one bearer token `--auth-token-file` holds, in audit records.
@@ -70,6 +82,12 @@ pub struct Gateway {
     pub audit: Option<Arc<AuditLog>>,
     /// Open legacy HTTP+SSE sessions, where refusals of their messages are delivered.
     pub legacy: Arc<mcp::LegacyStreams>,
+    /// Who may reach this server (a non-loopback listener's `--allow-source`).
+    pub sources: SourceList,
+    /// The per-client rate limit, when configured.
+    pub limiter: Option<Limiter>,
+    /// Set while the server's ports are under lockdown (by the lock watcher).
+    pub locked: Arc<AtomicBool>,
 }
 
 impl Gateway {
@@ -106,6 +124,11 @@ impl Gateway {
             paths,
             audit,
             legacy: Arc::default(),
+            sources: settings.sources,
+            limiter: settings
+                .rate
+                .map(|rate| Limiter::new(rate, crate::ratelimit::DEFAULT_CAP)),
+            locked: Arc::default(),
         })
     }
 
@@ -121,6 +144,19 @@ impl Gateway {
     async fn route(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let mut call = Call::start(self, peer, &parts);
+        // Under lockdown the kernel cut the ports; anything that still arrives is not served.
+        if self.locked.load(Ordering::Relaxed) {
+            call.refused("lockdown");
+            let ip = peer.ip().to_canonical().to_string();
+            self.metrics
+                .reject(gateway_common::Reason::Lockdown, self.listen_port, &ip);
+            return call.finish(reply::locked());
+        }
+        // A non-loopback listener's source allowlist (the kernel drops the rest first).
+        if !self.sources.allows(peer.ip()) {
+            call.refused("source");
+            return call.finish(self.refuse_source(peer, &parts));
+        }
         // CORS preflights are the gateway's to answer: the upstream never sees one.
         if cors::is_preflight(&parts) {
             return match cors::preflight(&self.policy, &parts) {
@@ -174,6 +210,17 @@ impl Gateway {
             }
             call.credential(DEFAULT_CREDENTIAL);
         }
+        // Each client's rate, keyed by its credential, else its address and Origin.
+        if let Some(limiter) = &self.limiter {
+            let key = match &self.auth_token {
+                Some(_) => DEFAULT_CREDENTIAL.to_owned(),
+                None => format!("{} {}", peer.ip(), accepted.origin.as_deref().unwrap_or("")),
+            };
+            if let Decision::Deny { retry_after } = limiter.check(&key, std::time::Instant::now()) {
+                call.refused("rate_limit");
+                return self.refuse_rate(peer, &parts, accepted, retry_after);
+            }
+        }
         // A declared body over the cap is refused before a byte of it is read.
         if declared_length(&parts).is_some_and(|len| len > self.limits.max_body_bytes) {
             call.refused("too_large");
@@ -190,6 +237,43 @@ impl Gateway {
         self.stats.upstream_duration(sent.elapsed());
         // What must be read of the answer is: tools/list filtered, legacy message paths learned.
         self.inspect_response(resp, &inspection).await
+    }
+
+    /// A 403 for a client address off the source allowlist: counted by address, logged.
+    fn refuse_source(&self, peer: SocketAddr, parts: &Parts) -> Response<Body> {
+        let ip = peer.ip().to_canonical().to_string();
+        self.metrics
+            .reject(gateway_common::Reason::Source, self.listen_port, &ip);
+        if self.rejections.admit(&format!("{} source {ip}", self.name)) {
+            tracing::warn!(
+                server = %self.name, reason = "source", peer = %peer, method = %parts.method,
+                path = ?parts.uri.path(), "rejected request: the client's address is not on the source allowlist"
+            );
+        }
+        reply::json_rpc_error(StatusCode::FORBIDDEN, "Forbidden: source not allowed")
+    }
+
+    /// A 429 for a client over its rate: counted and logged (rate-limited).
+    fn refuse_rate(
+        &self,
+        peer: SocketAddr,
+        parts: &Parts,
+        accepted: &Accepted,
+        retry_after: std::time::Duration,
+    ) -> Response<Body> {
+        let label = label(accepted, parts);
+        self.metrics
+            .reject(gateway_common::Reason::RateLimit, self.listen_port, &label);
+        if self
+            .rejections
+            .admit(&format!("{} rate_limit {label}", self.name))
+        {
+            tracing::warn!(
+                server = %self.name, reason = "rate_limit", value = ?label, peer = %peer,
+                retry_after = ?retry_after, "rejected request: the client is over its rate limit"
+            );
+        }
+        reply::too_many(retry_after)
     }
 
     /// A 403 for a policy rejection: logged (rate-limited), never forwarded.

@@ -50,6 +50,26 @@ pub fn unauthorized() -> Response<Body> {
     resp
 }
 
+/// 503 while the server is under lockdown.
+pub fn locked() -> Response<Body> {
+    json_rpc_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service unavailable: this MCP server is under lockdown",
+    )
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1).
+pub fn too_many(retry_after: std::time::Duration) -> Response<Body> {
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    let mut resp = json_rpc_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!("Too many requests: over the rate limit; retry in {secs} s"),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
 /// `202 Accepted` without a body: a legacy HTTP+SSE message taken (its answer goes on the
 /// session's stream).
 pub fn accepted() -> Response<Body> {

@@ -77,6 +77,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             listen: args.listen,
             exclusive_upstream: args.ebpf.exclusive_upstream.unwrap_or(false),
             allow_cgroups: args.ebpf.allow_cgroups.clone().unwrap_or_default(),
+            sources: Vec::new(),
         };
         let instance = config::default_instance(&[args.listen]);
         let enforcement = kernel::start(&settings, &instance, &[server])?;

@@ -3,8 +3,11 @@
 //! `netprobe [--cgroup DIR] [--netns NAME] COMMAND`:
 //! - `listen ADDR`: listens on ADDR, prints the bound port, and echoes every connection until
 //!   stdin closes.
-//! - `connect ADDR [TIMEOUT_MS]`: one connect() attempt; prints `ok`, `timeout`, or
-//!   `err ERRNO MESSAGE`. Exits 0 either way (the answer is the output).
+//! - `connect ADDR [TIMEOUT_MS] [FROM]`: one connect() attempt (from the local address FROM
+//!   when given); prints `ok`, `timeout`, or `err ERRNO MESSAGE`. Exits 0 either way (the
+//!   answer is the output).
+//! - `get ADDR HOST TOKEN FROM`: `GET /mcp` with that Host and bearer token, from FROM;
+//!   prints the status code, `timeout` or `err ...`.
 //! - `bind ADDR`: one bind(); prints `ok LOCAL_ADDR` or `err ERRNO MESSAGE`.
 //!
 //! The cgroup is joined first (sockets belong to the cgroup of the task that creates them;
@@ -43,6 +46,14 @@ fn main() {
         [cmd, addr, ms] if cmd == "connect" => {
             connect(addr, ms.parse().unwrap_or_else(|_| fail("bad timeout")))
         }
+        [cmd, addr, ms, from] if cmd == "connect" => {
+            let ms = ms.parse().unwrap_or_else(|_| fail("bad timeout"));
+            match connect_from(addr, ms, from) {
+                Ok(_) => println!("ok"),
+                Err(answer) => println!("{answer}"),
+            }
+        }
+        [cmd, addr, host, token, from] if cmd == "get" => get(addr, host, token, from),
         [cmd, addr] if cmd == "bind" => bind(addr),
         _ => fail(
             "usage: netprobe [--cgroup DIR] [--netns NAME] \
@@ -95,6 +106,53 @@ fn connect(addr: &str, timeout_ms: u64) {
     match TcpStream::connect_timeout(&parse(addr), Duration::from_millis(timeout_ms)) {
         Ok(_) => println!("ok"),
         Err(e) if e.kind() == ErrorKind::TimedOut => println!("timeout"),
+        Err(e) => println!("err {} {e}", e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+/// One connect from the local address `from`: the stream, or the one-line answer.
+fn connect_from(addr: &str, timeout_ms: u64, from: &str) -> Result<TcpStream, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(&format!("runtime: {e}")));
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| format!("err 0 {e}"))?;
+        let from: SocketAddr = format!("{from}:0")
+            .parse()
+            .map_err(|e| format!("err 0 {e}"))?;
+        socket
+            .bind(from)
+            .map_err(|e| format!("err {} {e}", e.raw_os_error().unwrap_or(0)))?;
+        let connecting = socket.connect(parse(addr));
+        match tokio::time::timeout(Duration::from_millis(timeout_ms), connecting).await {
+            Err(_) => Err("timeout".to_owned()),
+            Ok(Err(e)) => Err(format!("err {} {e}", e.raw_os_error().unwrap_or(0))),
+            Ok(Ok(stream)) => stream.into_std().map_err(|e| format!("err 0 {e}")),
+        }
+    })
+}
+
+fn get(addr: &str, host: &str, token: &str, from: &str) {
+    let mut stream = match connect_from(addr, 1000, from) {
+        Ok(stream) => stream,
+        Err(answer) => {
+            println!("{answer}");
+            return;
+        }
+    };
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!(
+        "GET /mcp HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    if let Err(e) = stream.write_all(request.as_bytes()) {
+        println!("err {} {e}", e.raw_os_error().unwrap_or(0));
+        return;
+    }
+    let mut head = [0u8; 12];
+    match stream.read_exact(&mut head) {
+        Ok(()) => println!("{}", String::from_utf8_lossy(&head[9..12])),
         Err(e) => println!("err {} {e}", e.raw_os_error().unwrap_or(0)),
     }
 }

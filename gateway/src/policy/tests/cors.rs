@@ -232,7 +232,7 @@ fn response_headers_with_and_without_origin() {
     assert_eq!(get(&with, &VARY), Some("Origin"));
     assert_eq!(
         get(&with, &ACCESS_CONTROL_EXPOSE_HEADERS),
-        Some("mcp-session-id, mcp-protocol-version, www-authenticate")
+        Some("mcp-session-id, mcp-protocol-version, www-authenticate, retry-after")
     );
     assert!(
         with.get(ACCESS_CONTROL_ALLOW_METHODS).is_none(),
