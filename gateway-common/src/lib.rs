@@ -80,12 +80,16 @@ pub const LOCK_REASON_LEN: usize = 112;
 /// Capacity of `COUNTERS`: distinct (reason, origin) keys kept, kernel and HTTP together. The map
 /// is LRU: when it is full the least recently bumped key is evicted, so a flood of spoofed
 /// sources or hostile origins can't stop new events from being counted (old ones may be
-/// forgotten). About 4096 × (136-byte key + 8 bytes per possible CPU + kernel overhead).
+/// forgotten). About 4096 × (200-byte key + 8 bytes per possible CPU + kernel overhead).
 pub const MAX_COUNTER_KEYS: u32 = 4096;
 
 /// Bytes of origin text a [`CounterKey`] holds. The gateway's sanitiser already cuts values to
 /// 128 printable ASCII chars, so nothing it produces is cut again.
 pub const COUNTER_TEXT_LEN: usize = 128;
+
+/// Bytes of credential name a [`CounterKey`] holds (the gateway's credential labels are cut to
+/// this).
+pub const CREDENTIAL_LABEL_LEN: usize = 64;
 
 /// Slots of the `SKB_STATS` array.
 #[repr(u32)]
@@ -345,11 +349,14 @@ pub enum Reason {
     RateLimit = 14,
     /// HTTP: a client address not on the server's source allowlist (403).
     Source = 15,
+    /// TLS: a handshake the gateway refused (no client certificate, another CA's, a name not
+    /// allowed, not TLS at all).
+    Tls = 16,
 }
 
 impl Reason {
     /// Every reason this build knows, kernel ones first.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::NonLoopbackPacket,
         Self::BindDenied,
         Self::BindRewritten,
@@ -365,6 +372,7 @@ impl Reason {
         Self::SourceDenied,
         Self::RateLimit,
         Self::Source,
+        Self::Tls,
     ];
 
     pub const fn from_u32(value: u32) -> Option<Self> {
@@ -384,6 +392,7 @@ impl Reason {
             13 => Self::SourceDenied,
             14 => Self::RateLimit,
             15 => Self::Source,
+            16 => Self::Tls,
             _ => return None,
         })
     }
@@ -406,6 +415,7 @@ impl Reason {
             Self::SourceDenied => "source_denied",
             Self::RateLimit => "rate_limit",
             Self::Source => "source",
+            Self::Tls => "tls",
         }
     }
 
@@ -435,8 +445,8 @@ pub mod origin_kind {
     pub const OTHER: u8 = 2;
 }
 
-/// Key of the `COUNTERS` map: one (reason, origin). 136 bytes, no implicit padding; unused
-/// bytes are zero so equal origins make equal keys.
+/// Key of the `COUNTERS` map: one (reason, origin, credential). 200 bytes, no implicit padding;
+/// unused bytes are zero so equal origins make equal keys.
 ///
 /// - `NonLoopbackPacket`: the packet's source address; `port` the protected local port.
 /// - `BindDenied`/`BindRewritten`: the address and port bind() asked for.
@@ -456,6 +466,9 @@ pub struct CounterKey {
     /// Bytes of `data` used (16 for an address).
     pub len: u8,
     pub data: [u8; COUNTER_TEXT_LEN],
+    /// The name of the client's credential, zero-padded; all zero for none (every kernel event,
+    /// and HTTP rejections before the client was identified).
+    pub credential: [u8; CREDENTIAL_LABEL_LEN],
 }
 
 impl CounterKey {
@@ -474,6 +487,7 @@ impl CounterKey {
             kind: origin_kind::ADDR,
             len: 16,
             data,
+            credential: [0u8; CREDENTIAL_LABEL_LEN],
         }
     }
 
@@ -494,7 +508,27 @@ impl CounterKey {
             // COUNTER_TEXT_LEN fits in a u8 (asserted below).
             len: len as u8,
             data,
+            credential: [0u8; CREDENTIAL_LABEL_LEN],
         }
+    }
+
+    /// The same key for a client identified by the credential `name` (cut to
+    /// [`CREDENTIAL_LABEL_LEN`] bytes; NUL bytes end it).
+    pub fn with_credential(mut self, name: &[u8]) -> Self {
+        let len = name.len().min(CREDENTIAL_LABEL_LEN);
+        self.credential = [0u8; CREDENTIAL_LABEL_LEN];
+        self.credential[..len].copy_from_slice(&name[..len]);
+        self
+    }
+
+    /// The credential name's bytes (empty for none).
+    pub fn credential_bytes(&self) -> &[u8] {
+        let end = self
+            .credential
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(CREDENTIAL_LABEL_LEN);
+        &self.credential[..end]
     }
 
     /// The overflow bucket of `reason` for the server listening on `port`.
@@ -505,6 +539,7 @@ impl CounterKey {
             kind: origin_kind::OTHER,
             len: 0,
             data: [0u8; COUNTER_TEXT_LEN],
+            credential: [0u8; CREDENTIAL_LABEL_LEN],
         }
     }
 
@@ -548,7 +583,7 @@ mod pod {
     unsafe impl aya::Pod for super::LockRecord {}
 }
 
-const _: () = assert!(size_of::<CounterKey>() == 8 + COUNTER_TEXT_LEN);
+const _: () = assert!(size_of::<CounterKey>() == 8 + COUNTER_TEXT_LEN + CREDENTIAL_LABEL_LEN);
 const _: () = assert!(COUNTER_TEXT_LEN <= u8::MAX as usize);
 const _: () = assert!(size_of::<PortPolicy>() == 4);
 const _: () = assert!(size_of::<CgroupPort>() == 16);

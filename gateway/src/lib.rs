@@ -4,6 +4,7 @@
 //! upstream MCP server, and cgroup eBPF programs that keep the protected ports loopback-only.
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod ebpf;
 pub mod lockdown;
 pub mod mcp;
@@ -11,6 +12,8 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod run;
 pub mod security_log;
 pub mod source;
+pub mod tls;

@@ -19,6 +19,7 @@ use crate::{
     mcp::audit::AuditLog,
     metrics::{self, Metrics, ServerInfo},
     proxy::{self, Gateway},
+    reload,
     security_log::{self, RejectionLog},
 };
 
@@ -58,15 +59,7 @@ pub fn init_tracing(format: LogFormat) {
 async fn bind(servers: Vec<ServerSettings>) -> anyhow::Result<Vec<(ServerSettings, TcpListener)>> {
     let mut bound = Vec::with_capacity(servers.len());
     for mut server in servers {
-        if !server.listen.ip().is_loopback() {
-            tracing::warn!(
-                server = %server.name, listen = %server.listen,
-                "LISTENING ON A NON-LOOPBACK ADDRESS: other hosts can reach this gateway; every request must carry the bearer token"
-            );
-        }
-        if server.auth_token.is_some() {
-            tracing::warn!(server = %server.name, "bearer-token authentication is ON: requests without the token get 401");
-        }
+        announce_access(&server);
         if server.listen.ip().is_loopback() && !server.sources.is_empty() {
             tracing::warn!(server = %server.name, listen = %server.listen, "allow_sources has no effect on a loopback listener: only this host can connect, and loopback is always allowed");
         }
@@ -137,11 +130,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     metrics.expect_kernel(kernel_settings.mode != EbpfMode::Off);
 
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone(), audit.clone())?;
+    let hup = Arc::new(tokio::sync::Notify::new());
+    spawn_signal_handler(shutdown.clone(), audit.clone(), hup.clone())?;
     start_metrics(&metrics_settings, metrics.clone(), shutdown.clone()).await?;
     let rejections = Arc::new(RejectionLog::default());
     let mut servers = JoinSet::new();
     let mut watched = Vec::new();
+    let mut reloadable = Vec::new();
     for (index, (server, listener)) in bound.into_iter().enumerate() {
         let gw = Gateway::new(
             server,
@@ -152,6 +147,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             shutdown.clone(),
         )?;
         let listen = listener.local_addr()?;
+        let targets = [
+            gw.credentials.clone().map(reload::Target::Credentials),
+            gw.tls.clone().map(reload::Target::Tls),
+        ];
+        for target in targets.into_iter().flatten() {
+            reloadable.push(reload::Watched {
+                server: gw.name.clone(),
+                target,
+                stats: gw.stats.clone(),
+            });
+        }
         watched.push(lockdown::Watched {
             name: gw.name.clone(),
             ports: std::iter::once(listen.port())
@@ -162,7 +168,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::info!(
             server = %gw.name,
             mode = ?gw.policy.mode(),
-            "mcp-gateway listening on http://{listen}{path} -> upstream {upstream}",
+            "mcp-gateway listening on {scheme}://{listen}{path} -> upstream {upstream}",
+            scheme = if gw.tls.is_some() { "https" } else { "http" },
             path = gw.upstream.path,
             upstream = gw.upstream,
         );
@@ -175,6 +182,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             rejections.tick();
         }
     });
+    // Credentials and certificates are rotated under a running gateway.
+    let reloader = tokio::spawn(reload::run(reloadable, hup));
     let watcher = enforcement
         .as_ref()
         .map(|e| tokio::spawn(watch_enforcement(e.check().clone())));
@@ -203,11 +212,47 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     drop(enforcement);
     ticker.abort();
+    reloader.abort();
     for task in [watcher, lock_watcher].into_iter().flatten() {
         task.abort();
     }
     tracing::info!("mcp-gateway stopped");
     result
+}
+
+/// Says at start who may use `server`: what the network sees, which credentials, which
+/// certificate.
+fn announce_access(server: &ServerSettings) {
+    let name = &server.name;
+    if !server.listen.ip().is_loopback() {
+        tracing::warn!(
+            server = %name, listen = %server.listen,
+            "LISTENING ON A NON-LOOPBACK ADDRESS: other hosts can reach this gateway; every request must be authenticated"
+        );
+    }
+    if server.plaintext_beyond_loopback {
+        tracing::warn!(
+            server = %name, listen = %server.listen,
+            "PLAIN HTTP ON A NON-LOOPBACK ADDRESS (--allow-plaintext): bearer tokens and MCP messages cross the network in clear unless a TLS terminator in front of this host protects them"
+        );
+    }
+    if let Some(c) = &server.credentials {
+        let names: Vec<&str> = c.set.names().collect();
+        tracing::warn!(server = %name, file = %c.path.display(), credentials = ?names, "bearer-token authentication is ON: requests without a valid token get 401");
+        for c in c.set.credentials().iter().filter(|c| c.short) {
+            tracing::warn!(server = %name, credential = %c.name, "this credential's token is short (under {} characters): replace it with a long random one, e.g. `openssl rand -hex 32`", crate::credentials::file::SHORT_TOKEN);
+        }
+    }
+    if let Some(config::access::TlsConfig { files, loaded, .. }) = &server.tls {
+        let until = loaded
+            .cert
+            .not_after
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string());
+        tracing::info!(server = %name, cert = %files.cert.display(), names = ?loaded.cert.names, valid_until = ?until, "TLS is ON");
+        if let Some(ca) = &files.client_ca {
+            tracing::info!(server = %name, client_ca = %ca.display(), allowed_names = ?files.client_names, "client certificates are REQUIRED: a client without one from this CA fails the handshake");
+        }
+    }
 }
 
 /// Logs loudly when this instance's kernel claim stops being in force (another tool removed
@@ -269,10 +314,12 @@ async fn start_metrics(
     Ok(())
 }
 
-/// SIGINT and SIGTERM start a graceful shutdown; SIGHUP reopens the audit log (logrotate).
+/// SIGINT and SIGTERM start a graceful shutdown; SIGHUP reopens the audit log (logrotate) and
+/// reloads credentials and TLS files (through `reload`).
 fn spawn_signal_handler(
     shutdown: CancellationToken,
     audit: Option<Arc<AuditLog>>,
+    reload: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -282,11 +329,15 @@ fn spawn_signal_handler(
             tokio::select! {
                 _ = int.recv() => { tracing::info!("SIGINT received"); break; }
                 _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
-                _ = hup.recv() => match audit.as_deref().map(AuditLog::reopen) {
-                    Some(Err(e)) => tracing::error!(error = %e, "SIGHUP: reopening the audit log failed; still writing to the old file"),
-                    Some(Ok(())) => tracing::info!("SIGHUP: audit log reopened"),
-                    None => tracing::info!("SIGHUP received: nothing to reload"),
-                },
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading credentials and TLS files");
+                    reload.notify_one();
+                    match audit.as_deref().map(AuditLog::reopen) {
+                        Some(Err(e)) => tracing::error!(error = %e, "SIGHUP: reopening the audit log failed; still writing to the old file"),
+                        Some(Ok(())) => tracing::info!("SIGHUP: audit log reopened"),
+                        None => {}
+                    }
+                }
             }
         }
         shutdown.cancel();

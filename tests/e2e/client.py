@@ -1,6 +1,7 @@
 """An MCP client built with the official Python SDK, driving the e2e server's full sequence.
 
     client.py URL [--transport streamable|sse] [--mode legacy|modern] [--refused TOOL]
+              [--cafile CA.pem] [--cert CLIENT.pem --key CLIENT.key] [--token TOKEN]
 
 Initializes, lists tools, calls `add` and `count` (collecting every progress notification in the
 order received), reads `config://greeting`, then ends the session (the SDK sends DELETE on exit
@@ -10,11 +11,18 @@ records the error. Prints one JSON object with what it received; the test assert
 --mode legacy (the default) drives the handshake-era `ClientSession` (initialize, 2025-11-25);
 --mode modern drives the SDK's `Client`, which speaks 2026-07-28 when the server does: every
 request carries `_meta` and the MCP-Protocol-Version, Mcp-Method and Mcp-Name headers.
+
+For an HTTPS gateway (legacy mode, Streamable HTTP): --cafile trusts the gateway's CA, --cert
+and --key present a client certificate, --token sends `Authorization: Bearer TOKEN`. This is
+how an application points the SDK at such a gateway: an httpx2 client with an SSL context.
 """
 
 import argparse
 import asyncio
 import json
+import ssl
+
+import httpx2
 
 from mcp import Client, ClientSession
 from mcp.client.sse import sse_client
@@ -60,7 +68,20 @@ async def run_modern(url: str, refused: str | None) -> dict:
     return summary
 
 
-async def run(url: str, transport: str, refused: str | None) -> dict:
+def http_client(cafile: str | None, cert: str | None, key: str | None, token: str | None):
+    """An httpx2 client for an HTTPS gateway with a client certificate, or None for defaults."""
+    if not (cafile or cert or token):
+        return None
+    context = ssl.create_default_context(cafile=cafile)
+    if cert:
+        context.load_cert_chain(cert, key)
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    # The SDK's own defaults: 30 s to connect, 300 s to read (SSE streams stay open).
+    timeout = httpx2.Timeout(30.0, read=300.0)
+    return httpx2.AsyncClient(verify=context, headers=headers, timeout=timeout)
+
+
+async def run(url: str, transport: str, refused: str | None, client=None) -> dict:
     summary: dict = {}
     progress: list[dict] = []
 
@@ -68,7 +89,7 @@ async def run(url: str, transport: str, refused: str | None) -> dict:
         progress.append({"progress": value, "total": total, "message": message})
 
     if transport == "streamable":
-        connect = streamable_http_client(url)
+        connect = streamable_http_client(url, http_client=client)
     else:
         connect = sse_client(url)
     async with connect as streams:
@@ -99,11 +120,16 @@ def main() -> None:
     parser.add_argument("--transport", choices=["streamable", "sse"], default="streamable")
     parser.add_argument("--mode", choices=["legacy", "modern"], default="legacy")
     parser.add_argument("--refused")
+    parser.add_argument("--cafile")
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    parser.add_argument("--token")
     args = parser.parse_args()
+    client = http_client(args.cafile, args.cert, args.key, args.token)
     if args.mode == "modern":
         summary = asyncio.run(run_modern(args.url, args.refused))
     else:
-        summary = asyncio.run(run(args.url, args.transport, args.refused))
+        summary = asyncio.run(run(args.url, args.transport, args.refused, client))
     print(json.dumps(summary), flush=True)
 
 

@@ -2,7 +2,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use mcp_gateway::{
-    config::{AuditTarget, Limits, ServerSettings, Token, Upstream},
+    config::{AuditTarget, Limits, ServerSettings, Upstream},
     mcp::{McpSettings, audit::AuditLog},
     metrics::{self, Metrics, ServerInfo},
     policy::{Mode, PolicySettings},
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Options {
     pub mode: Mode,
     pub allowed_origins: Vec<String>,
+    /// The credentials file's text (one bare token, or `NAME TOKEN` lines).
     pub auth_token: Option<&'static str>,
     pub limits: Limits,
     /// Method and tool allowlists.
@@ -91,7 +92,15 @@ impl TestGateway {
                 allowed_hosts: Vec::new(),
                 allowed_origins: opts.allowed_origins,
             },
-            auth_token: opts.auth_token.map(|t| Token(t.as_bytes().to_vec())),
+            credentials: opts
+                .auth_token
+                .map(|text| mcp_gateway::config::access::CredentialsFile {
+                    path: "(test)".into(),
+                    set: mcp_gateway::credentials::file::parse(text).expect("credentials"),
+                    version: Vec::new(),
+                }),
+            tls: None,
+            plaintext_beyond_loopback: false,
             limits: opts.limits,
             exclusive_upstream: false,
             allow_cgroups: Vec::new(),

@@ -10,9 +10,11 @@ pub mod e2e;
 pub mod gateway;
 pub mod netns;
 pub mod pins;
+pub mod pki;
 pub mod probe;
 pub mod process;
 pub mod prometheus;
+pub mod tls;
 pub mod tools;
 pub mod upstream;
 

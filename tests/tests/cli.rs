@@ -197,6 +197,38 @@ fn malformed_rates_and_source_ranges_fail_at_start_naming_the_key() {
     );
 }
 
+#[test]
+fn a_malformed_credentials_file_fails_at_start_naming_the_line_never_the_token() {
+    let cases = [
+        (
+            "ci s3cret-one\nci s3cret-two\n",
+            "line 2: the name `ci` is also on line 1",
+        ),
+        (
+            "ci s3cret-one\nbob s3cret-one\n",
+            "line 2: the same token as line 1",
+        ),
+        ("ci s3cret-one extra\n", "line 1: write `NAME TOKEN`"),
+        ("# nothing but a comment\n", "holds no credential"),
+    ];
+    for (text, want) in cases {
+        let file = temp_file("tokens", text);
+        let out = output(&mut run_cmd(&[
+            "--upstream",
+            "http://127.0.0.1:9/mcp",
+            "--auth-token-file",
+            file.to_str().unwrap(),
+        ]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text:?} started");
+        assert!(
+            stderr.contains("auth_token_file: ") && stderr.contains(want),
+            "{text:?}: should say {want}:\n{stderr}"
+        );
+        assert!(!stderr.contains("s3cret"), "a token in the error: {stderr}");
+    }
+}
+
 /// A `[[server]]` table.
 fn server_table(name: &str, listen: &str, upstream: &str) -> String {
     format!("[[server]]\nname = \"{name}\"\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\n")
@@ -270,7 +302,7 @@ fn bad_server_tables_fail_at_start_naming_the_server_and_the_key() {
 }
 
 #[test]
-fn non_loopback_listen_needs_the_flag_and_a_token() {
+fn non_loopback_listen_needs_the_flag_authentication_and_tls() {
     let token = temp_file("token", "s3cret\n");
     let token = token.to_str().unwrap();
     let base = [
@@ -279,19 +311,58 @@ fn non_loopback_listen_needs_the_flag_and_a_token() {
         "--listen",
         "0.0.0.0:0",
     ];
-    for extra in [
-        vec!["--allow-non-loopback"],
-        vec!["--auth-token-file", token],
-    ] {
+    let flag = ["--allow-non-loopback"];
+    let auth = ["--auth-token-file", token];
+    let cases: [(Vec<&str>, &[&str]); 4] = [
+        (
+            vec![],
+            &["--allow-non-loopback, authentication", "TLS (--tls-cert"],
+        ),
+        (
+            flag.to_vec(),
+            &["add authentication (--auth-token-file", "TLS"],
+        ),
+        (auth.to_vec(), &["add --allow-non-loopback, TLS"]),
+        (
+            [&flag[..], &auth[..]].concat(),
+            &["add TLS (--tls-cert FILE --tls-key FILE; or --allow-plaintext"],
+        ),
+    ];
+    for (extra, wants) in cases {
         let out = output(run_cmd(&base).args(&extra));
-        assert!(!out.status.success(), "{extra:?} alone was enough");
+        assert!(!out.status.success(), "{extra:?} was enough");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains("not a loopback address"),
+            stderr.contains("0.0.0.0:0 is not a loopback address"),
             "{extra:?}: {stderr}"
         );
+        for want in wants {
+            assert!(
+                stderr.contains(want),
+                "{extra:?} should say {want}: {stderr}"
+            );
+        }
         assert!(!stderr.contains("s3cret"), "token leaked into the error");
     }
+
+    // All three (plain HTTP explicitly) start, and say loudly that it is plain HTTP.
+    let mut child = run_cmd(&base)
+        .args(flag)
+        .args(auth)
+        .arg("--allow-plaintext")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let line = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .find(|l| l.contains("PLAIN HTTP") || l.contains("error"))
+        .unwrap_or_default();
+    let _ = terminate(&mut child);
+    assert!(
+        line.contains("PLAIN HTTP ON A NON-LOOPBACK ADDRESS"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -6,8 +6,12 @@
 //! The first test to run installs the pinned SDKs (tests/e2e/.venv, tests/e2e/node_modules).
 use std::time::Duration;
 
-use mcp_gateway_tests::e2e::{
-    Gateway, Sdk, Transport, Upstream, free_port, raw_initialize, run_client_with, wait_listening,
+use mcp_gateway_tests::{
+    e2e::{
+        Gateway, Sdk, Transport, Upstream, free_port, raw_initialize, run_client_with,
+        wait_listening,
+    },
+    pki::Pki,
 };
 use serde_json::{Value, json};
 
@@ -22,7 +26,13 @@ fn interop(sdk: Sdk, transport: Transport, protection: bool) {
 }
 
 fn interop_with(sdk: Sdk, transport: Transport, upstream: Upstream) {
-    run_interop(sdk, transport, upstream, &[], None);
+    run_interop(sdk, transport, upstream, &[], None, None);
+}
+
+/// HTTPS for `run_interop`: the gateway's TLS flags, and the client's.
+struct Tls {
+    gateway: Vec<String>,
+    client: Vec<String>,
 }
 
 /// The tool a gateway allowlist refuses in these tests.
@@ -36,14 +46,28 @@ fn run_interop(
     upstream: Upstream,
     flags: &[&str],
     refused: Option<&str>,
+    tls: Option<&Tls>,
 ) {
     let mut all = vec!["--ebpf", "off"];
     all.extend_from_slice(flags);
+    all.extend(
+        tls.iter()
+            .flat_map(|t| t.gateway.iter().map(String::as_str)),
+    );
     let gateway = Gateway::start_url(free_port(), &upstream.url(transport), &all, None);
     wait_listening(gateway.listen, Duration::from_secs(10));
-    let url = format!("http://{}{}", gateway.listen, transport.path());
+    let url = match tls {
+        // The name the gateway's certificate is for.
+        Some(_) => format!(
+            "https://localhost:{}{}",
+            gateway.listen.port(),
+            transport.path()
+        ),
+        None => format!("http://{}{}", gateway.listen, transport.path()),
+    };
 
-    let client_flags: Vec<&str> = refused.map(|t| vec!["--refused", t]).unwrap_or_default();
+    let mut client_flags: Vec<&str> = refused.map(|t| vec!["--refused", t]).unwrap_or_default();
+    client_flags.extend(tls.iter().flat_map(|t| t.client.iter().map(String::as_str)));
     let summary = run_client_with(sdk, &url, transport, &client_flags);
 
     let tools = match refused {
@@ -236,8 +260,50 @@ fn sdk_clients_through_gateway_with_a_tool_allowlist() {
         ),
     ] {
         let upstream = Upstream::start(free_port(), transport, false);
-        run_interop(sdk, transport, upstream, &flags, Some(REFUSED));
+        run_interop(sdk, transport, upstream, &flags, Some(REFUSED), None);
     }
+}
+
+/// HTTPS with a client certificate and a bearer token, both required: the Python SDK client
+/// configured as an application would (an httpx2 client with an SSL context), end to end.
+#[test]
+fn python_sdk_client_over_tls_with_a_client_certificate_and_a_token() {
+    let pki = Pki::new("e2e-tls");
+    let agent = pki.client("agent", &["spiffe://example.org/agent"]);
+    let tokens = pki.dir().join("tokens");
+    std::fs::write(&tokens, "laptop 5b1f0c7e9d2a4b6c8e0f\n").unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let tls = Tls {
+        gateway: [
+            "--tls-cert",
+            pki.server.cert_str(),
+            "--tls-key",
+            pki.server.key_str(),
+            "--client-ca",
+            &path(&pki.ca_cert),
+            "--allow-client-name",
+            "spiffe://example.org/agent",
+            "--auth-token-file",
+            &path(&tokens),
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        client: [
+            "--cafile",
+            &path(&pki.ca_cert),
+            "--cert",
+            agent.cert_str(),
+            "--key",
+            agent.key_str(),
+            "--token",
+            "5b1f0c7e9d2a4b6c8e0f",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    };
+    let transport = Transport::Streamable;
+    let upstream = Upstream::start(free_port(), transport, false);
+    run_interop(Sdk::Python, transport, upstream, &[], None, Some(&tls));
 }
 
 /// The official Python SDK server on a Unix socket (uvicorn `--uds`): no TCP port at all, the

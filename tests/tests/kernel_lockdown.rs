@@ -441,6 +441,7 @@ fn the_source_allowlist_admits_one_remote_host_and_drops_another() {
             .args(["--allow-host", &format!("{SERVER_V4}:{port}")])
             .arg("--auth-token-file")
             .arg(&token)
+            .arg("--allow-plaintext")
             .args(["--allow-source", &format!("{REMOTE_V4}/32")])
             .args([
                 "--metrics-listen",

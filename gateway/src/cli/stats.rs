@@ -95,6 +95,7 @@ fn print_json(args: &StatsArgs, counters: &[Counter]) {
             serde_json::json!({
                 "reason": c.reason_name(),
                 "origin": c.label(),
+                "credential": Some(c.credential()).filter(|n| !n.is_empty()),
                 "count": c.count,
             })
         })
@@ -122,8 +123,13 @@ fn print_table(args: &StatsArgs, counters: &[Counter]) {
     println!("{:>width$}  {:<20}  ORIGIN", "COUNT", "REASON");
     for c in counters {
         // Labels are printable ASCII (escaped), so a hostile origin can't move the cursor.
+        let credential = c.credential();
+        let by = match credential.is_empty() {
+            true => String::new(),
+            false => format!("  (credential {credential})"),
+        };
         println!(
-            "{:>width$}  {:<20}  {}",
+            "{:>width$}  {:<20}  {}{by}",
             c.count,
             c.reason_name(),
             c.label()

@@ -108,6 +108,15 @@ server_keys! {
     /// Rate limit per client, `N/s` or `N/min`.
     rate_limit: String,
     rate_burst: u32,
+    /// HTTPS: the certificate chain and its private key (PEM).
+    tls_cert: PathBuf,
+    tls_key: PathBuf,
+    /// Clients must present a certificate from this CA (PEM)...
+    client_ca: PathBuf,
+    /// ...naming one of these (SAN DNS names or URIs).
+    allowed_client_names: Vec<String>,
+    /// Plain HTTP on a non-loopback listener (behind a TLS terminator, say).
+    allow_plaintext: bool,
 }
 
 /// Reads and parses `path`. TOML's own errors name the line and the key (an unknown key inside

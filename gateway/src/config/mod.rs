@@ -5,14 +5,11 @@
 //! level are defaults for every server, in that order.
 //!
 //! Bad configuration fails at start with the key and the reason; nothing is silently ignored.
+pub mod access;
 pub mod file;
 pub mod upstream;
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
@@ -44,7 +41,7 @@ pub struct RunArgs {
     #[arg(long, env = "MCP_GATEWAY_UPSTREAM")]
     pub upstream: Option<String>,
     /// Address to listen on [default: 127.0.0.1:8787]. Loopback only unless
-    /// --allow-non-loopback and --auth-token-file are both given.
+    /// --allow-non-loopback, authentication and TLS (or --allow-plaintext) are all given.
     #[arg(long, env = "MCP_GATEWAY_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Name of the server in logs and metrics [default: default].
@@ -71,7 +68,8 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub allowed_hosts: Option<Vec<String>>,
-    /// Permit a non-loopback listen address (also needs --auth-token-file).
+    /// Permit a non-loopback listen address (also needs --auth-token-file or --client-ca, and
+    /// TLS or --allow-plaintext).
     #[arg(
         long,
         env = "MCP_GATEWAY_ALLOW_NON_LOOPBACK",
@@ -79,9 +77,37 @@ pub struct RunArgs {
         default_missing_value = "true"
     )]
     pub allow_non_loopback: Option<bool>,
-    /// File holding a bearer token that every request must present.
+    /// Bearer tokens every request must present: one `NAME TOKEN` per line (`#` comments), or
+    /// one bare token (named `default`). Reloaded when it changes, and on SIGHUP.
     #[arg(long, env = "MCP_GATEWAY_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM); reloaded when it changes.
+    #[arg(long, env = "MCP_GATEWAY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1, unencrypted).
+    #[arg(long, env = "MCP_GATEWAY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require a client certificate issued by this CA (PEM); its name becomes the client's
+    /// credential name.
+    #[arg(long, env = "MCP_GATEWAY_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Accept only client certificates naming this (repeatable): a SAN DNS name, or a URI such
+    /// as a SPIFFE ID [default: any certificate from --client-ca].
+    #[arg(
+        long = "allow-client-name",
+        env = "MCP_GATEWAY_ALLOWED_CLIENT_NAMES",
+        value_delimiter = ','
+    )]
+    pub allowed_client_names: Option<Vec<String>>,
+    /// Serve plain HTTP on a non-loopback address (only behind a TLS terminator: tokens and
+    /// MCP traffic would otherwise cross the network in clear).
+    #[arg(
+        long,
+        env = "MCP_GATEWAY_ALLOW_PLAINTEXT",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub allow_plaintext: Option<bool>,
     /// Largest request body accepted, in bytes [default: 4 MiB]; larger gets 413.
     #[arg(long, env = "MCP_GATEWAY_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<u64>,
@@ -202,17 +228,14 @@ pub enum ConfigError {
     #[error("upstream: `{value}` is not usable: {why}")]
     Upstream { value: String, why: String },
     #[error(
-        "listen: {addr} is not a loopback address. Anything on the network could reach it; bind 127.0.0.1, \
-         or pass --allow-non-loopback together with --auth-token-file"
+        "listen: {addr} is not a loopback address: anything on the network could reach it. Bind \
+         127.0.0.1, or add {missing}"
     )]
-    NonLoopback { addr: SocketAddr },
+    NonLoopback { addr: SocketAddr, missing: String },
     #[error("{key}: {why}")]
     Invalid { key: &'static str, why: String },
-    #[error("auth_token_file: reading {path}: {cause}")]
-    Token {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
     /// An error inside one `[[server]]` table.
@@ -245,7 +268,12 @@ pub struct ServerSettings {
     pub upstream: Upstream,
     /// Validated; compiled again by `run` once the real listen port is known (`--listen :0`).
     pub policy: PolicySettings,
-    pub auth_token: Option<Token>,
+    /// Bearer tokens: the file, and what it held at start.
+    pub credentials: Option<access::CredentialsFile>,
+    /// HTTPS: the files, and what they held at start.
+    pub tls: Option<access::TlsConfig>,
+    /// Plain HTTP on a non-loopback address (`allow_plaintext`).
+    pub plaintext_beyond_loopback: bool,
     pub limits: Limits,
     pub exclusive_upstream: bool,
     pub allow_cgroups: Vec<PathBuf>,
@@ -274,16 +302,6 @@ pub struct MetricsSettings {
     /// Whether the address was configured (a busy default only warns; a chosen one must bind).
     pub explicit: bool,
     pub label_budget: usize,
-}
-
-/// A bearer token. Its Debug output never shows the secret.
-#[derive(Clone)]
-pub struct Token(pub Vec<u8>);
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -321,6 +339,11 @@ impl RunArgs {
             allow_sources: self.allow_sources.clone(),
             rate_limit: self.rate_limit.clone(),
             rate_burst: self.rate_burst,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            client_ca: self.client_ca.clone(),
+            allowed_client_names: self.allowed_client_names.clone(),
+            allow_plaintext: self.allow_plaintext,
         }
     }
 
@@ -521,12 +544,7 @@ fn server(
 ) -> Result<ServerSettings, ConfigError> {
     check_server_name(&name)?;
     let upstream = upstream::parse(upstream)?;
-    let allow_non_loopback = keys.allow_non_loopback.unwrap_or(false);
-    let auth_token = keys.auth_token_file.map(|p| read_token(&p)).transpose()?;
-    let exposed_ok = allow_non_loopback && auth_token.is_some();
-    if !(listen.ip().is_loopback() || exposed_ok) {
-        return Err(ConfigError::NonLoopback { addr: listen });
-    }
+    let access = access::resolve(listen, &keys)?;
     let policy = PolicySettings {
         mode: keys.mode.unwrap_or_default(),
         listen,
@@ -593,7 +611,9 @@ fn server(
         listen,
         upstream,
         policy,
-        auth_token,
+        credentials: access.credentials,
+        tls: access.tls,
+        plaintext_beyond_loopback: access.plaintext_beyond_loopback,
         limits,
         exclusive_upstream: keys.exclusive_upstream.unwrap_or(false),
         allow_cgroups: keys.allow_cgroups.unwrap_or_default(),
@@ -704,24 +724,6 @@ fn metrics_settings(
         explicit,
         label_budget,
     })
-}
-
-fn read_token(path: &Path) -> Result<Token, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Token {
-        path: path.to_owned(),
-        cause,
-    })?;
-    let token = text.trim();
-    if token.is_empty() || token.chars().any(|c| c.is_ascii_control() || c == ' ') {
-        return Err(ConfigError::Invalid {
-            key: "auth_token_file",
-            why: format!(
-                "{} must hold one token with no spaces or control characters",
-                path.display()
-            ),
-        });
-    }
-    Ok(Token(token.as_bytes().to_vec()))
 }
 
 fn positive<T: PartialOrd + Default + Copy>(

@@ -65,6 +65,11 @@ impl Counter {
             (None, None) => "other".to_owned(),
         }
     }
+
+    /// The client's credential label (empty when the client was not identified), printable.
+    pub fn credential(&self) -> String {
+        printable(self.key.credential_bytes())
+    }
 }
 
 /// Printable ASCII as is; any other byte as `\xNN`. The gateway only stores sanitised text, so

@@ -10,6 +10,7 @@
 //! Every per-request series carries a `server` label (one value per configured server). The
 //! request path only calls the cheap hooks on [`ServerStats`] and [`Metrics::reject`]; a
 //! rejection costs one lock and, with a pinned map, two bpf(2) calls (lookup and update).
+pub mod credentials;
 pub mod encode;
 pub mod series;
 pub mod server;
@@ -120,14 +121,23 @@ pub struct ServerInfo {
     pub upstream_port: Option<u16>,
 }
 
+/// `(credential label, method, status)`: a `mcp_gateway_requests_total` series.
+type RequestKey = (Arc<str>, &'static str, u16);
+
 /// The per-request series of one server.
 #[derive(Debug)]
 pub struct ServerStats {
     pub name: String,
     pub listen_port: u16,
-    /// `(method, status)` -> requests. Methods outside the standard set count as `other`, so
-    /// this holds at most 10 × 900 entries.
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Requests by credential (`""`: none), method and status. Methods outside the standard set
+    /// count as `other` and credentials are bounded, so this holds at most 65 × 10 × 900
+    /// entries.
+    requests: Mutex<BTreeMap<RequestKey, u64>>,
+    credentials: credentials::CredentialLabels,
+    /// Reloads by what was reloaded (`credentials`, `tls`): `[succeeded, failed]`.
+    reloads: Mutex<BTreeMap<&'static str, [u64; 2]>>,
+    /// When the TLS certificate in force expires (Unix seconds); 0 without TLS.
+    certificate_not_after: AtomicI64,
     upstream: Mutex<Histogram>,
     open_connections: AtomicI64,
     sse_streams: Arc<AtomicI64>,
@@ -139,14 +149,42 @@ impl ServerStats {
             name: info.name.clone(),
             listen_port: info.listen_port,
             requests: Mutex::new(BTreeMap::new()),
+            credentials: credentials::CredentialLabels::default(),
+            reloads: Mutex::new(BTreeMap::new()),
+            certificate_not_after: AtomicI64::new(0),
             upstream: Mutex::new(Histogram::default()),
             open_connections: AtomicI64::new(0),
             sse_streams: Arc::new(AtomicI64::new(0)),
         }
     }
 
-    /// One answered request, by method and status.
-    pub fn request(&self, method: &Method, status: StatusCode) {
+    /// The bounded `credential` label of the credential `name`.
+    pub fn credential_label(&self, name: &str) -> Arc<str> {
+        self.credentials.label(name)
+    }
+
+    /// Exports zeroed reload counters for `kind`, so they exist before the first reload.
+    pub fn expect_reloads(&self, kind: &'static str) {
+        let mut reloads = self.reloads.lock().unwrap_or_else(PoisonError::into_inner);
+        reloads.entry(kind).or_default();
+    }
+
+    /// The TLS certificate in force now expires at `not_after`.
+    pub fn certificate_in_force(&self, not_after: Option<std::time::SystemTime>) {
+        let secs = not_after
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.certificate_not_after.store(secs, Ordering::Relaxed);
+    }
+
+    /// One reload of `kind`, successful or not.
+    pub fn reloaded(&self, kind: &'static str, ok: bool) {
+        let mut reloads = self.reloads.lock().unwrap_or_else(PoisonError::into_inner);
+        reloads.entry(kind).or_default()[usize::from(!ok)] += 1;
+    }
+
+    /// One answered request, by credential label, method and status.
+    pub fn request(&self, credential: Option<&Arc<str>>, method: &Method, status: StatusCode) {
         let method = match *method {
             Method::GET => "GET",
             Method::POST => "POST",
@@ -159,8 +197,11 @@ impl ServerStats {
             Method::TRACE => "TRACE",
             _ => "other",
         };
+        let credential = credential.cloned().unwrap_or_else(|| Arc::from(""));
         let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        *requests.entry((method, status.as_u16())).or_insert(0) += 1;
+        *requests
+            .entry((credential, method, status.as_u16()))
+            .or_insert(0) += 1;
     }
 
     /// Time from sending a request upstream to its response head (or the failure).
@@ -297,9 +338,10 @@ impl Metrics {
     }
 
     /// One HTTP rejection by the server listening on `port`. `origin` is the sanitised Origin
-    /// or Host value.
-    pub fn reject(&self, reason: Reason, port: u16, origin: &str) {
-        self.store.add(reason, port, origin);
+    /// or Host value; `credential` the client's credential label, once known.
+    pub fn reject(&self, reason: Reason, port: u16, origin: &str, credential: Option<&str>) {
+        self.store
+            .add(reason, port, origin, credential.unwrap_or(""));
     }
 
     /// The `server` label of a counter: its server's name, `""` for this instance's extra
@@ -346,18 +388,18 @@ impl Metrics {
         enc.family(
             "mcp_gateway_rejections",
             Kind::Counter,
-            "Rejected requests (HTTP) and refused packets, binds and connects (kernel), by server, reason and origin (origin=\"other\" once the label budget is used up).",
+            "Rejected requests (HTTP), refused handshakes (TLS) and refused packets, binds and connects (kernel), by server, credential (once the client was identified), reason and origin (origin=\"other\" once the label budget is used up).",
         );
         {
             let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-            for (server, reason, origin, count) in series.totals() {
+            for (server, credential, reason, origin, count) in series.totals() {
                 enc.sample(
                     "mcp_gateway_rejections_total",
-                    &[
+                    &with_credential(
                         ("server", server),
-                        ("reason", reason.name()),
-                        ("origin", origin),
-                    ],
+                        credential,
+                        &[("reason", reason.name()), ("origin", origin)],
+                    ),
                     count,
                 );
             }
@@ -366,20 +408,46 @@ impl Metrics {
         enc.family(
             "mcp_gateway_requests",
             Kind::Counter,
-            "Requests answered by the gateway, by server, method and status.",
+            "Requests answered by the gateway, by server, credential (when authenticated), method and status.",
         );
         for s in &self.servers {
             let requests = s.requests.lock().unwrap_or_else(PoisonError::into_inner);
-            for ((method, status), count) in requests.iter() {
+            for ((credential, method, status), count) in requests.iter() {
                 enc.sample(
                     "mcp_gateway_requests_total",
-                    &[
+                    &with_credential(
                         ("server", &s.name),
-                        ("method", method),
-                        ("status", &status.to_string()),
-                    ],
+                        credential,
+                        &[("method", method), ("status", &status.to_string())],
+                    ),
                     count,
                 );
+            }
+        }
+
+        for (i, (name, help)) in [
+            (
+                "mcp_gateway_config_reloads",
+                "Reloads of credentials and TLS files that took effect, by server and what (credentials, tls).",
+            ),
+            (
+                "mcp_gateway_config_reload_errors",
+                "Reloads that failed (unreadable or malformed file): the previous credentials or certificate stay in force.",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            enc.family(name, Kind::Counter, help);
+            for s in &self.servers {
+                let reloads = s.reloads.lock().unwrap_or_else(PoisonError::into_inner);
+                for (what, counts) in reloads.iter() {
+                    enc.sample(
+                        &format!("{name}_total"),
+                        &[("server", &s.name), ("what", what)],
+                        counts[i],
+                    );
+                }
             }
         }
 
@@ -402,6 +470,22 @@ impl Metrics {
             );
             enc.sample(&format!("{name}_sum"), &[server], h.sum);
             enc.sample(&format!("{name}_count"), &[server], h.count);
+        }
+
+        enc.family(
+            "mcp_gateway_tls_certificate_not_after_seconds",
+            Kind::Gauge,
+            "When the TLS certificate in force expires, in Unix seconds (servers with TLS only).",
+        );
+        for s in &self.servers {
+            let t = s.certificate_not_after.load(Ordering::Relaxed);
+            if t > 0 {
+                enc.sample(
+                    "mcp_gateway_tls_certificate_not_after_seconds",
+                    &[("server", &s.name)],
+                    t,
+                );
+            }
         }
 
         let per_server = [
@@ -480,6 +564,21 @@ impl Metrics {
         );
         enc.finish()
     }
+}
+
+/// `server`, then `credential` unless empty, then `rest`.
+fn with_credential<'a>(
+    server: (&'a str, &'a str),
+    credential: &'a str,
+    rest: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut labels = Vec::with_capacity(2 + rest.len());
+    labels.push(server);
+    if !credential.is_empty() {
+        labels.push(("credential", credential));
+    }
+    labels.extend_from_slice(rest);
+    labels
 }
 
 /// Holds one `mcp_gateway_open_connections`.

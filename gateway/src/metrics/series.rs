@@ -1,9 +1,10 @@
 //! The exported `mcp_gateway_rejections_total` series, bounded and monotonic.
 //!
-//! - **Bounded**: at most `budget` (server, reason, origin) series are ever exported, first come
-//!   (the highest counts first within one scrape, so the map's busiest keys win at start-up);
-//!   every further origin adds to its server and reason's `origin="other"` series. At most
-//!   `budget + servers × reasons` series.
+//! - **Bounded**: at most `budget` (server, credential, reason, origin) series are ever
+//!   exported, first come (the highest counts first within one scrape, so the map's busiest
+//!   keys win at start-up); every further origin adds to its server, credential and reason's
+//!   `origin="other"` series. At most `budget + servers × credentials × reasons` series, with
+//!   credentials bounded per server (`metrics::credentials`) and absent for most reasons.
 //! - **Sticky**: an admitted series stays for the life of the process, so no count moves from
 //!   one series to another and none goes backwards.
 //! - **Monotonic**: each series accumulates the increases of its keys between scrapes. A key the
@@ -18,8 +19,8 @@ use crate::ebpf::counters::Counter;
 /// The `origin` label of the overflow series.
 pub const OTHER: &str = "other";
 
-/// (server, reason, origin label).
-type Key = (String, Reason, String);
+/// (server, credential label, reason, origin label).
+type Key = (String, String, Reason, String);
 
 /// Exported state. Memory: `budget` labels, one `u64` per key of the map (itself bounded).
 #[derive(Debug)]
@@ -61,14 +62,14 @@ impl Series {
                 _ => counter.count,
             };
             seen.insert(counter.key, counter.count);
-            let key = (server, reason, counter.label());
+            let key = (server, counter.credential(), reason, counter.label());
             let series = if self.admitted.contains(&key) {
                 key
-            } else if key.2 != OTHER && self.admitted.len() < self.budget {
+            } else if key.3 != OTHER && self.admitted.len() < self.budget {
                 self.admitted.insert(key.clone());
                 key
             } else {
-                (key.0, reason, OTHER.to_owned())
+                (key.0, key.1, reason, OTHER.to_owned())
             };
             let total = self.totals.entry(series).or_insert(0);
             *total = total.saturating_add(delta);
@@ -77,11 +78,19 @@ impl Series {
         self.last = seen;
     }
 
-    /// `(server, reason, origin label, count)`, sorted by server, reason, then label.
-    pub fn totals(&self) -> impl Iterator<Item = (&str, Reason, &str, u64)> {
-        self.totals.iter().map(|((server, reason, label), count)| {
-            (server.as_str(), *reason, label.as_str(), *count)
-        })
+    /// `(server, credential, reason, origin label, count)`, sorted in that order.
+    pub fn totals(&self) -> impl Iterator<Item = (&str, &str, Reason, &str, u64)> {
+        self.totals
+            .iter()
+            .map(|((server, credential, reason, label), count)| {
+                (
+                    server.as_str(),
+                    credential.as_str(),
+                    *reason,
+                    label.as_str(),
+                    *count,
+                )
+            })
     }
 }
 
@@ -102,7 +111,7 @@ mod tests {
     fn totals(series: &Series) -> Vec<(&'static str, String, u64)> {
         series
             .totals()
-            .map(|(_, r, l, c)| (r.name(), l.to_owned(), c))
+            .map(|(_, _, r, l, c)| (r.name(), l.to_owned(), c))
             .collect()
     }
 
@@ -184,13 +193,47 @@ mod tests {
         ]);
         let got: Vec<(String, String, u64)> = s
             .totals()
-            .map(|(srv, _, l, c)| (srv.to_owned(), l.to_owned(), c))
+            .map(|(srv, _, _, l, c)| (srv.to_owned(), l.to_owned(), c))
             .collect();
         assert_eq!(
             got,
             [("a".into(), "x".into(), 5), ("b".into(), "other".into(), 4),],
             "the same origin at another server is another series; past the budget each server \
              has its own overflow"
+        );
+    }
+
+    #[test]
+    fn each_credential_has_its_own_series_and_its_own_overflow() {
+        let mut s = Series::new(2);
+        let with = |credential: &str, origin: &str, count| {
+            let (server, mut c) = http(Reason::Tool, origin, count);
+            c.key = c.key.with_credential(credential.as_bytes());
+            (server, c)
+        };
+        s.update(vec![
+            with("ci", "http://a.test", 5),
+            with("alice", "http://a.test", 3),
+            http(Reason::Tool, "http://a.test", 1),
+            with("ci", "http://b.test", 2),
+        ]);
+        let got: Vec<(String, String, u64)> = s
+            .totals()
+            .map(|(_, cred, _, l, c)| (cred.to_owned(), l.to_owned(), c))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("".into(), "other".into(), 1),
+                ("ci".into(), "http://a.test".into(), 5),
+                ("ci".into(), "other".into(), 2),
+                ("alice".into(), "http://a.test".into(), 3),
+            ]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>(),
+            "the budget (2) admits the two busiest; the rest overflow per credential"
         );
     }
 

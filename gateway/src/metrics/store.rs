@@ -77,8 +77,9 @@ impl Store {
 
     /// Counts one HTTP rejection of `origin` (sanitised text) for `reason`, by the server
     /// listening on `port`.
-    pub fn add(&self, reason: Reason, port: u16, origin: &str) {
-        let key = CounterKey::text(reason, port, origin.as_bytes());
+    pub fn add(&self, reason: Reason, port: u16, origin: &str, credential: &str) {
+        let key = CounterKey::text(reason, port, origin.as_bytes())
+            .with_credential(credential.as_bytes());
         // A poisoned lock only means another thread panicked mid-increment; the map itself is
         // consistent (each write is one syscall), so keep counting.
         let mut writer = self
@@ -97,7 +98,7 @@ impl Store {
             Writer::InProcess(counts) => {
                 let full = counts.len() >= MAX_COUNTER_KEYS as usize;
                 let key = if full && !counts.contains_key(&key) {
-                    CounterKey::other(reason, port)
+                    CounterKey::other(reason, port).with_credential(credential.as_bytes())
                 } else {
                     key
                 };

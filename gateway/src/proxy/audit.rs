@@ -16,7 +16,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use serde_json::value::RawValue;
 
 use super::{
-    Gateway,
+    Client, Gateway,
     body::{Body, BoxError},
 };
 use crate::{
@@ -43,7 +43,7 @@ struct Data {
     time: SystemTime,
     peer: SocketAddr,
     origin: Option<String>,
-    credential: Option<&'static str>,
+    credential: Option<Arc<str>>,
     http_method: String,
     path: String,
     messages: Vec<Message>,
@@ -63,7 +63,7 @@ impl Data {
             server: &self.server,
             peer: self.peer.to_string(),
             origin: self.origin.as_deref(),
-            credential: self.credential,
+            credential: self.credential.as_deref(),
             http_method: &self.http_method,
             path: &self.path,
             method: m.and_then(|m| m.method.as_deref()),
@@ -98,7 +98,7 @@ pub struct Call(Option<Box<Data>>);
 
 impl Call {
     /// Starts the record of a request to `gw`.
-    pub fn start(gw: &Gateway, peer: SocketAddr, parts: &Parts) -> Self {
+    pub fn start(gw: &Gateway, client: &Client, parts: &Parts) -> Self {
         let Some(log) = &gw.audit else {
             return Self(None);
         };
@@ -111,9 +111,9 @@ impl Call {
             server: gw.name.clone(),
             started: Instant::now(),
             time: SystemTime::now(),
-            peer,
+            peer: client.peer,
             origin,
-            credential: None,
+            credential: client.name().cloned(),
             http_method: parts.method.to_string(),
             path: sanitize(parts.uri.path().as_bytes()),
             messages: Vec::new(),
@@ -154,10 +154,10 @@ impl Call {
         }
     }
 
-    /// The credential that authenticated the request.
-    pub fn credential(&mut self, name: &'static str) {
+    /// The credential the request was authenticated with (after the auth layer).
+    pub fn credential(&mut self, name: Option<&Arc<str>>) {
         if let Some(data) = &mut self.0 {
-            data.credential = Some(name);
+            data.credential = name.cloned();
         }
     }
 

@@ -1,14 +1,14 @@
 //! Forwarding an accepted request to the upstream and streaming the answer back.
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header, request::Parts};
 use http_body_util::{BodyExt as _, LengthLimitError};
 use hyper::body::Incoming;
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
 
 use super::{
-    Gateway,
+    Client, Gateway,
     body::{self, Body, ClientFault, EndOnShutdown},
     connect::Connector,
     headers, reply,
@@ -16,10 +16,10 @@ use super::{
 use crate::config::{Upstream, UpstreamAddr};
 
 /// Pooled keep-alive client for the upstream.
-pub type UpstreamClient = Client<Connector, Body>;
+pub type UpstreamClient = HttpClient<Connector, Body>;
 
 pub fn client(upstream: &Upstream, connect_timeout: Duration) -> UpstreamClient {
-    Client::builder(TokioExecutor::new())
+    HttpClient::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(Connector::new(upstream, connect_timeout))
 }
@@ -38,11 +38,12 @@ pub enum Outgoing {
 /// `identity` asks the upstream for an uncompressed response (one the gateway must read).
 pub async fn forward(
     gw: &Gateway,
-    peer: SocketAddr,
+    client: &Client,
     parts: Parts,
     body: Outgoing,
     identity: bool,
 ) -> Response<Body> {
+    let peer = client.peer;
     let Parts {
         method,
         uri,
@@ -52,8 +53,8 @@ pub async fn forward(
     } = parts;
     let client_host = headers.get(header::HOST).cloned();
     headers::strip_hop_by_hop(&mut headers);
-    headers::set_forwarded(&mut headers, peer, client_host.as_ref());
-    if gw.auth_token.is_some() {
+    headers::set_forwarded(&mut headers, peer, client_host.as_ref(), gw.tls.is_some());
+    if gw.credentials.is_some() {
         // The gateway's own token is not the upstream's business.
         headers.remove(header::AUTHORIZATION);
     }
@@ -90,7 +91,7 @@ pub async fn forward(
 
     let resp = match gw.client.request(req).await {
         Ok(resp) => resp,
-        Err(err) => return upstream_error(gw, peer, &err, fault.as_deref()),
+        Err(err) => return upstream_error(gw, client, &err, fault.as_deref()),
     };
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -115,7 +116,7 @@ pub async fn forward(
 /// upstream's), with a JSON-RPC error body.
 fn upstream_error(
     gw: &Gateway,
-    peer: SocketAddr,
+    client: &Client,
     err: &hyper_util::client::legacy::Error,
     fault: Option<&ClientFault>,
 ) -> Response<Body> {
@@ -129,7 +130,7 @@ fn upstream_error(
         );
     }
     if let Some(why) = fault.and_then(ClientFault::get) {
-        gw.client_error(peer, why);
+        gw.client_error(client, why);
         return reply::error(
             StatusCode::BAD_REQUEST,
             reply::SERVER_ERROR,

@@ -34,14 +34,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Sets `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto` and `Forwarded` for the
 /// upstream. The gateway is the first proxy, so client-supplied values are replaced, not
 /// trusted.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderValue>) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    host: Option<&HeaderValue>,
+    tls: bool,
+) {
+    let proto = if tls { "https" } else { "http" };
     let ip = peer.ip().to_canonical();
     let node = if ip.is_ipv6() {
         format!("\"[{ip}]\"")
     } else {
         ip.to_string()
     };
-    let mut forwarded = format!("for={node};proto=http");
+    let mut forwarded = format!("for={node};proto={proto}");
     headers.remove("x-forwarded-host");
     if let Some(host) = host.and_then(|h| h.to_str().ok()) {
         // The policy accepted this Host, so it is a plain authority; quote it anyway.
@@ -56,7 +62,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&He
         }
     };
     set(headers, "x-forwarded-for", ip.to_string());
-    set(headers, "x-forwarded-proto", "http".to_owned());
+    set(headers, "x-forwarded-proto", proto.to_owned());
     set(headers, "forwarded", forwarded);
 }
 
@@ -123,7 +129,12 @@ mod tests {
     fn forwarded_headers_replace_client_values() {
         let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6")]);
         let host = HeaderValue::from_static("localhost:8787");
-        set_forwarded(&mut h, "127.0.0.1:5555".parse().unwrap(), Some(&host));
+        set_forwarded(
+            &mut h,
+            "127.0.0.1:5555".parse().unwrap(),
+            Some(&host),
+            false,
+        );
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-forwarded-host"], "localhost:8787");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -134,9 +145,13 @@ mod tests {
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
 
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, "[::1]:5555".parse().unwrap(), None);
+        set_forwarded(&mut h, "[::1]:5555".parse().unwrap(), None, true);
         assert_eq!(h["x-forwarded-for"], "::1");
-        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=https");
+        assert_eq!(
+            h["x-forwarded-proto"], "https",
+            "the client spoke TLS to the gateway"
+        );
     }
 
     #[test]

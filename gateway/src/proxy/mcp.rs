@@ -13,7 +13,6 @@
 //! answered the way that transport answers: 202, and the JSON-RPC error on the session's stream.
 use std::{
     collections::{HashMap, VecDeque},
-    net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
@@ -27,7 +26,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::sync::mpsc;
 
 use super::{
-    Gateway,
+    Client, Gateway,
     audit::Call,
     body::{self, Body, BoxError, ReadError},
     forward::Outgoing,
@@ -102,7 +101,7 @@ impl Gateway {
     /// Reads and checks the MCP message a request carries; the body to forward, or the answer.
     pub(super) async fn inspect(
         &self,
-        peer: SocketAddr,
+        client: &Client,
         parts: &Parts,
         body: Incoming,
         accepted: &Accepted,
@@ -121,7 +120,7 @@ impl Gateway {
         }
         if scope::is_encoded(&parts.headers) {
             return Err(self.refuse_invalid(
-                peer,
+                client,
                 parts,
                 accepted,
                 call,
@@ -136,7 +135,7 @@ impl Gateway {
         if mcp_path && !json {
             call.unreadable(0);
             return Err(self.refuse_invalid(
-                peer,
+                client,
                 parts,
                 accepted,
                 call,
@@ -153,7 +152,7 @@ impl Gateway {
                 return Err(self.too_large());
             }
             Err(ReadError::Client(why)) => {
-                self.client_error(peer, &why);
+                self.client_error(client, &why);
                 call.refused("invalid");
                 return Err(reply::json_rpc_error(
                     StatusCode::BAD_REQUEST,
@@ -168,7 +167,7 @@ impl Gateway {
         if !json {
             call.unreadable(bytes.len());
             return Err(self.refuse_invalid(
-                peer,
+                client,
                 parts,
                 accepted,
                 call,
@@ -185,7 +184,7 @@ impl Gateway {
                 let status = StatusCode::BAD_REQUEST;
                 let why = format!("Invalid MCP message: {}", invalid.why);
                 return Err(self.refuse_invalid(
-                    peer,
+                    client,
                     parts,
                     accepted,
                     call,
@@ -200,7 +199,7 @@ impl Gateway {
         if let Err(m) = headers::check(&parts.headers, &messages) {
             let why = format!("Header mismatch: {}", m.why);
             return Err(self.refuse_invalid(
-                peer,
+                client,
                 parts,
                 accepted,
                 call,
@@ -210,7 +209,7 @@ impl Gateway {
                 m.id.as_deref(),
             ));
         }
-        if let Some(refused) = self.allow(peer, parts, &messages, accepted, call) {
+        if let Some(refused) = self.allow(client, parts, &messages, accepted, call) {
             return Err(refused);
         }
         let filter_tools = self.mcp.filters_tools()
@@ -228,7 +227,7 @@ impl Gateway {
     /// The method and tool allowlists over every message of the body: the answer to a refusal.
     fn allow(
         &self,
-        peer: SocketAddr,
+        client: &Client,
         parts: &Parts,
         messages: &message::Body,
         accepted: &Accepted,
@@ -245,14 +244,15 @@ impl Gateway {
             crate::mcp::allow::RefusalReason::Tool => Reason::Tool,
             crate::mcp::allow::RefusalReason::Method => Reason::Method,
         };
-        self.metrics.reject(reason, self.listen_port, &label);
+        self.metrics
+            .reject(reason, self.listen_port, &label, client.label());
         if self
             .rejections
             .admit(&format!("{} {} {}", self.name, reason.name(), first.value))
         {
             tracing::warn!(
-                server = %self.name, reason = reason.name(), value = ?first.value, peer = %peer,
-                origin = ?label, rule = %first.rule, "refused MCP message"
+                server = %self.name, reason = reason.name(), value = ?first.value, peer = %client.peer,
+                credential = ?client.name(), origin = ?label, rule = %first.rule, "refused MCP message"
             );
         }
         call.refused(reason.name());
@@ -299,7 +299,7 @@ impl Gateway {
     )]
     fn refuse_invalid(
         &self,
-        peer: SocketAddr,
+        client: &Client,
         parts: &Parts,
         accepted: &Accepted,
         call: &mut Call,
@@ -309,15 +309,10 @@ impl Gateway {
         id: Option<&str>,
     ) -> Response<Body> {
         let label = super::label(accepted, parts);
-        self.metrics
-            .reject(Reason::Invalid, self.listen_port, &label);
-        if self
-            .rejections
-            .admit(&format!("{} invalid {label}", self.name))
-        {
+        if self.refusal(client, Reason::Invalid, &label) {
             tracing::warn!(
                 server = %self.name, reason = "invalid", status = status.as_u16(), code,
-                peer = %peer, origin = ?label, path = ?parts.uri.path(), why,
+                peer = %client.peer, credential = ?client.name(), origin = ?label, path = ?parts.uri.path(), why,
                 "rejected request: not a valid MCP message (the client's error)"
             );
         }
@@ -409,11 +404,13 @@ impl Gateway {
     }
 
     /// The client's body broke: logged as the client's error (rate-limited), and counted.
-    pub(super) fn client_error(&self, peer: SocketAddr, why: &str) {
+    pub(super) fn client_error(&self, client: &Client, why: &str) {
+        let peer = client.peer;
         self.metrics.reject(
             Reason::Invalid,
             self.listen_port,
             &sanitize(peer.ip().to_string().as_bytes()),
+            client.label(),
         );
         if self
             .rejections

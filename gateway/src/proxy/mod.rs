@@ -2,19 +2,19 @@
 //! the Host/Origin policy and the MCP checks accepted it.
 //!
 //! A request passes these layers, top to bottom; the first that answers ends it:
-//! 1. connection limits (`serve`): max connections, header read timeout, header size/count caps;
+//! 1. connection (`serve`): max connections, TLS handshake (client certificate checked there),
+//!    header read timeout, header size/count caps;
 //! 2. lockdown: while the server's ports are locked, 503 to anything that still arrives;
 //! 3. source allowlist (non-loopback listeners): 403 for a client address not on it;
 //! 4. CORS preflight: answered by the gateway itself, never forwarded;
 //! 5. Host/Origin policy: a rejection is a 403 with a JSON-RPC body, logged, never forwarded;
-//! 6. bearer-token auth (optional): 401;
+//! 6. bearer-token auth (optional): 401; the client is then known by its credential's name;
 //! 7. rate limit per client (optional): 429 with Retry-After;
 //! 8. declared body size: 413 before any upstream connection;
 //! 9. MCP messages (`mcp`): read whole and checked (415, 400, 403) before anything is sent;
 //! 10. forwarding: streamed both ways, hop-by-hop headers stripped, upstream Host set;
 //! 11. the answer: `tools/list` filtered, the allowed origin's CORS headers added, audited.
 pub mod audit;
-pub mod auth;
 pub mod body;
 pub mod connect;
 pub mod forward;
@@ -42,17 +42,54 @@ use tokio_util::sync::CancellationToken;
 
 use self::{audit::Call, body::Body, forward::UpstreamClient};
 use crate::{
-    config::{ConfigError, Limits, ServerSettings, Token, Upstream},
+    config::{ConfigError, Limits, ServerSettings, Upstream},
+    credentials::{self, CredentialStore},
     mcp::{McpPolicy, audit::AuditLog, scope::Paths},
     metrics::{self, Metrics, ServerStats},
     policy::{Accepted, Policy, Rejection, cors, sanitize},
     ratelimit::{Decision, Limiter},
     security_log::RejectionLog,
     source::SourceList,
+    tls::TlsStore,
 };
 
-/// The name of the one bearer token `--auth-token-file` holds, in audit records.
-pub const DEFAULT_CREDENTIAL: &str = "default";
+/// Who sent a request.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub peer: SocketAddr,
+    /// The client's credential: its certificate's from the TLS handshake, else its bearer
+    /// token's once the auth layer accepted it.
+    pub credential: Option<Identity>,
+}
+
+/// A client's credential.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The name: in logs, the audit log, and the rate-limit key.
+    pub name: Arc<str>,
+    /// Its bounded `credential` metric label (`other` past the per-server cap).
+    pub label: Arc<str>,
+}
+
+impl Client {
+    pub fn name(&self) -> Option<&Arc<str>> {
+        self.credential.as_ref().map(|c| &c.name)
+    }
+
+    pub fn label(&self) -> Option<&str> {
+        self.credential.as_ref().map(|c| &*c.label)
+    }
+}
+
+impl Gateway {
+    /// The identity of the credential `name`.
+    fn identity(&self, name: &str) -> Identity {
+        Identity {
+            name: name.into(),
+            label: self.stats.credential_label(name),
+        }
+    }
+}
 
 /// One MCP server behind the gateway: its policy and upstream, shared by all its connections.
 pub struct Gateway {
@@ -63,7 +100,10 @@ pub struct Gateway {
     pub policy: Policy,
     pub mcp: McpPolicy,
     pub upstream: Upstream,
-    pub auth_token: Option<Token>,
+    /// The bearer tokens every request must present, when configured.
+    pub credentials: Option<Arc<CredentialStore>>,
+    /// HTTPS, when configured (with client certificates when it has a client CA).
+    pub tls: Option<Arc<TlsStore>>,
     pub limits: Limits,
     pub client: UpstreamClient,
     /// Fires on SIGINT/SIGTERM: SSE streams end, the accept loop stops.
@@ -103,6 +143,10 @@ impl Gateway {
     ) -> Result<Self, ConfigError> {
         let policy = Policy::new(&settings.policy)?;
         let paths = Arc::new(Paths::new(&settings.upstream.path));
+        let stats = metrics.server(index);
+        if let Some(tls) = &settings.tls {
+            stats.certificate_in_force(tls.loaded.cert.not_after);
+        }
         let mcp = McpPolicy::new(&settings.mcp).map_err(|e| ConfigError::Invalid {
             key: e.key,
             why: e.why,
@@ -114,11 +158,16 @@ impl Gateway {
             policy,
             mcp,
             upstream: settings.upstream,
-            auth_token: settings.auth_token,
+            credentials: settings
+                .credentials
+                .map(|c| Arc::new(CredentialStore::new(c.path, c.set, c.version))),
+            tls: settings
+                .tls
+                .map(|t| Arc::new(TlsStore::new(t.files, &t.loaded, t.version))),
             limits: settings.limits,
             shutdown,
             rejections,
-            stats: metrics.server(index),
+            stats,
             metrics,
             user: connect::process_user(),
             paths,
@@ -132,36 +181,40 @@ impl Gateway {
         })
     }
 
-    /// Every request, counted by method and final status.
-    pub async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    /// Every request, counted by credential, method and final status.
+    pub async fn handle(&self, mut client: Client, req: Request<Incoming>) -> Response<Body> {
         let method = req.method().clone();
-        let resp = self.route(peer, req).await;
-        self.stats.request(&method, resp.status());
+        let resp = self.route(&mut client, req).await;
+        self.stats.request(
+            client.credential.as_ref().map(|c| &c.label),
+            &method,
+            resp.status(),
+        );
         resp
     }
 
     /// The request path, as listed in the module docs.
-    async fn route(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    async fn route(&self, client: &mut Client, req: Request<Incoming>) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let mut call = Call::start(self, peer, &parts);
+        let mut call = Call::start(self, client, &parts);
         // Under lockdown the kernel cut the ports; anything that still arrives is not served.
         if self.locked.load(Ordering::Relaxed) {
             call.refused("lockdown");
-            let ip = peer.ip().to_canonical().to_string();
-            self.metrics
-                .reject(gateway_common::Reason::Lockdown, self.listen_port, &ip);
+            let ip = client.peer.ip().to_canonical().to_string();
+            // The lock watcher logged the lockdown once; each refusal is only counted.
+            self.refusal(client, gateway_common::Reason::Lockdown, &ip);
             return call.finish(reply::locked());
         }
         // A non-loopback listener's source allowlist (the kernel drops the rest first).
-        if !self.sources.allows(peer.ip()) {
+        if !self.sources.allows(client.peer.ip()) {
             call.refused("source");
-            return call.finish(self.refuse_source(peer, &parts));
+            return call.finish(self.refuse_source(client, &parts));
         }
         // CORS preflights are the gateway's to answer: the upstream never sees one.
         if cors::is_preflight(&parts) {
             return match cors::preflight(&self.policy, &parts) {
                 Ok(headers) => reply::preflight(headers),
-                Err(rejection) => self.reject(peer, &parts, &rejection),
+                Err(rejection) => self.reject(client, &parts, &rejection),
             };
         }
         // Host/Origin first: a DNS-rebound or cross-site page is refused before anything else.
@@ -169,10 +222,12 @@ impl Gateway {
             Ok(accepted) => accepted,
             Err(rejection) => {
                 call.refused(rejection.reason.as_str());
-                return call.finish(self.reject(peer, &parts, &rejection));
+                return call.finish(self.reject(client, &parts, &rejection));
             }
         };
-        let mut resp = self.admitted(peer, parts, body, &accepted, &mut call).await;
+        let mut resp = self
+            .admitted(client, parts, body, &accepted, &mut call)
+            .await;
         // The allowed origin may read every answer, the gateway's own errors included. Appended,
         // so an upstream `Vary` survives (upstream CORS headers were already dropped).
         for (name, value) in &cors::response_headers(&accepted) {
@@ -184,41 +239,38 @@ impl Gateway {
     /// The layers after Host/Origin.
     async fn admitted(
         &self,
-        peer: SocketAddr,
+        client: &mut Client,
         parts: Parts,
         body: Incoming,
         accepted: &Accepted,
         call: &mut Call,
     ) -> Response<Body> {
-        // The bearer token, when one is configured.
-        if let Some(token) = &self.auth_token {
-            if !auth::authorized(&parts.headers, token) {
-                let label = label(accepted, &parts);
-                self.metrics
-                    .reject(gateway_common::Reason::Auth, self.listen_port, &label);
-                if self
-                    .rejections
-                    .admit(&format!("{} auth {label}", self.name))
-                {
-                    tracing::warn!(
-                        server = %self.name, reason = "auth", value = ?label, peer = %peer, method = %parts.method,
-                        path = ?parts.uri.path(), "rejected request: missing or wrong bearer token"
-                    );
-                }
+        // Bearer tokens, when configured (with client certificates too, both are required).
+        if let Some(store) = &self.credentials {
+            let set = store.current();
+            let Some(credential) = credentials::verify(&parts.headers, &set) else {
                 call.refused("auth");
-                return reply::unauthorized();
+                return self.refuse_auth(client, &parts, accepted);
+            };
+            // A certificate's name wins: it is what the handshake proved.
+            if client.credential.is_none() {
+                client.credential = Some(self.identity(&credential.name));
             }
-            call.credential(DEFAULT_CREDENTIAL);
         }
+        call.credential(client.name());
         // Each client's rate, keyed by its credential, else its address and Origin.
         if let Some(limiter) = &self.limiter {
-            let key = match &self.auth_token {
-                Some(_) => DEFAULT_CREDENTIAL.to_owned(),
-                None => format!("{} {}", peer.ip(), accepted.origin.as_deref().unwrap_or("")),
+            let key = match client.name() {
+                Some(name) => format!("credential {name}"),
+                None => format!(
+                    "{} {}",
+                    client.peer.ip(),
+                    accepted.origin.as_deref().unwrap_or("")
+                ),
             };
             if let Decision::Deny { retry_after } = limiter.check(&key, std::time::Instant::now()) {
                 call.refused("rate_limit");
-                return self.refuse_rate(peer, &parts, accepted, retry_after);
+                return self.refuse_rate(client, &parts, accepted, retry_after);
             }
         }
         // A declared body over the cap is refused before a byte of it is read.
@@ -227,26 +279,51 @@ impl Gateway {
             return self.too_large();
         }
         // MCP messages are read and checked before anything is forwarded.
-        let (body, inspection) = match self.inspect(peer, &parts, body, accepted, call).await {
+        let (body, inspection) = match self.inspect(client, &parts, body, accepted, call).await {
             Ok(admitted) => admitted,
             Err(refused) => return refused,
         };
-        tracing::debug!(server = %self.name, peer = %peer, method = %parts.method, path = ?parts.uri.path(), rule = %accepted.rule(), "accepted");
+        tracing::debug!(server = %self.name, peer = %client.peer, credential = ?client.name(), method = %parts.method, path = ?parts.uri.path(), rule = %accepted.rule(), "accepted");
         let sent = std::time::Instant::now();
-        let resp = forward::forward(self, peer, parts, body, inspection.reads_response()).await;
+        let resp = forward::forward(self, client, parts, body, inspection.reads_response()).await;
         self.stats.upstream_duration(sent.elapsed());
         // What must be read of the answer is: tools/list filtered, legacy message paths learned.
         self.inspect_response(resp, &inspection).await
     }
 
-    /// A 403 for a client address off the source allowlist: counted by address, logged.
-    fn refuse_source(&self, peer: SocketAddr, parts: &Parts) -> Response<Body> {
-        let ip = peer.ip().to_canonical().to_string();
+    /// Counts a refusal of `client` for `reason` under the origin label `label`; whether to log
+    /// it (the log is rate-limited per server, reason and label).
+    pub(super) fn refusal(
+        &self,
+        client: &Client,
+        reason: gateway_common::Reason,
+        label: &str,
+    ) -> bool {
         self.metrics
-            .reject(gateway_common::Reason::Source, self.listen_port, &ip);
-        if self.rejections.admit(&format!("{} source {ip}", self.name)) {
+            .reject(reason, self.listen_port, label, client.label());
+        self.rejections
+            .admit(&format!("{} {} {label}", self.name, reason.name()))
+    }
+
+    /// A 401 for a request without a valid bearer token: counted, logged (rate-limited).
+    fn refuse_auth(&self, client: &Client, parts: &Parts, accepted: &Accepted) -> Response<Body> {
+        let label = label(accepted, parts);
+        if self.refusal(client, gateway_common::Reason::Auth, &label) {
             tracing::warn!(
-                server = %self.name, reason = "source", peer = %peer, method = %parts.method,
+                server = %self.name, reason = "auth", value = ?label, peer = %client.peer,
+                credential = ?client.name(), method = %parts.method, path = ?parts.uri.path(),
+                "rejected request: missing or wrong bearer token"
+            );
+        }
+        reply::unauthorized()
+    }
+
+    /// A 403 for a client address off the source allowlist: counted by address, logged.
+    fn refuse_source(&self, client: &Client, parts: &Parts) -> Response<Body> {
+        let ip = client.peer.ip().to_canonical().to_string();
+        if self.refusal(client, gateway_common::Reason::Source, &ip) {
+            tracing::warn!(
+                server = %self.name, reason = "source", peer = %client.peer, method = %parts.method,
                 path = ?parts.uri.path(), "rejected request: the client's address is not on the source allowlist"
             );
         }
@@ -256,20 +333,16 @@ impl Gateway {
     /// A 429 for a client over its rate: counted and logged (rate-limited).
     fn refuse_rate(
         &self,
-        peer: SocketAddr,
+        client: &Client,
         parts: &Parts,
         accepted: &Accepted,
         retry_after: std::time::Duration,
     ) -> Response<Body> {
         let label = label(accepted, parts);
-        self.metrics
-            .reject(gateway_common::Reason::RateLimit, self.listen_port, &label);
-        if self
-            .rejections
-            .admit(&format!("{} rate_limit {label}", self.name))
-        {
+        if self.refusal(client, gateway_common::Reason::RateLimit, &label) {
             tracing::warn!(
-                server = %self.name, reason = "rate_limit", value = ?label, peer = %peer,
+                server = %self.name, reason = "rate_limit", value = ?label, peer = %client.peer,
+                credential = ?client.name(),
                 retry_after = ?retry_after, "rejected request: the client is over its rate limit"
             );
         }
@@ -277,17 +350,13 @@ impl Gateway {
     }
 
     /// A 403 for a policy rejection: logged (rate-limited), never forwarded.
-    fn reject(&self, peer: SocketAddr, parts: &Parts, rejection: &Rejection) -> Response<Body> {
-        self.metrics.reject(
-            metrics::counted_reason(rejection.reason),
-            self.listen_port,
-            &rejection.value,
-        );
+    fn reject(&self, client: &Client, parts: &Parts, rejection: &Rejection) -> Response<Body> {
         let reason = rejection.reason.as_str();
-        if self
-            .rejections
-            .admit(&format!("{} {reason} {}", self.name, rejection.value))
-        {
+        if self.refusal(
+            client,
+            metrics::counted_reason(rejection.reason),
+            &rejection.value,
+        ) {
             let header = |name| {
                 parts
                     .headers
@@ -300,7 +369,7 @@ impl Gateway {
                 value = ?rejection.value,
                 origin = ?header(header::ORIGIN),
                 host = ?header(header::HOST),
-                peer = %peer,
+                peer = %client.peer,
                 method = %parts.method,
                 path = ?parts.uri.path(),
                 rule = %rejection.rule,
@@ -371,16 +440,31 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> anyhow::Result<()
         };
         let _ = stream.set_nodelay(true);
         let open = gw.stats.connection();
-        let gw_name = gw.name.clone();
-        let gw = gw.clone();
-        let service = service_fn(move |req| {
-            let gw = gw.clone();
-            async move { Ok::<_, Infallible>(gw.handle(peer, req).await) }
-        });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let (gw, http, watcher) = (gw.clone(), http.clone(), graceful.watcher());
+        // The handshake runs in the connection's task: a slow one never holds up accepting.
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(server = %gw_name, peer = %peer, error = %err, "connection ended with an error");
+            let client = Client {
+                peer,
+                credential: None,
+            };
+            let result = match &gw.tls {
+                None => {
+                    let conn =
+                        http.serve_connection(TokioIo::new(stream), service(gw.clone(), client));
+                    watcher.watch(conn).await
+                }
+                Some(tls) => match handshake(&gw, tls, stream, peer).await {
+                    Some((stream, credential)) => {
+                        let client = Client { peer, credential };
+                        let conn = http
+                            .serve_connection(TokioIo::new(stream), service(gw.clone(), client));
+                        watcher.watch(conn).await
+                    }
+                    None => Ok(()),
+                },
+            };
+            if let Err(err) = result {
+                tracing::debug!(server = %gw.name, peer = %peer, error = %err, "connection ended with an error");
             }
             drop((permit, open));
         });
@@ -399,4 +483,64 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> anyhow::Result<()
         tracing::warn!("shutdown deadline reached; closing the remaining connections");
     }
     Ok(())
+}
+
+/// Every request of one connection, from `client`.
+fn service(
+    gw: Arc<Gateway>,
+    client: Client,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> {
+    service_fn(move |req| {
+        let (gw, client) = (gw.clone(), client.clone());
+        async move { Ok::<_, Infallible>(gw.handle(client, req).await) }
+    })
+}
+
+/// The TLS handshake, within the header timeout: the stream and the client certificate's
+/// credential (when client certificates are required), or `None` when it failed (counted
+/// and logged as the client's, rate-limited).
+async fn handshake(
+    gw: &Gateway,
+    tls: &TlsStore,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    Option<Identity>,
+)> {
+    let accepted = tokio::time::timeout(gw.limits.header_timeout, tls.acceptor().accept(stream));
+    let why = match accepted.await {
+        Ok(Ok(stream)) => {
+            let credential = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| crate::tls::names::info(cert).ok())
+                .and_then(|info| {
+                    crate::tls::names::identity(&info.names, &tls.files().client_names)
+                })
+                .map(|name| gw.identity(&name));
+            return Some((stream, credential));
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no handshake within {:?}", gw.limits.header_timeout),
+    };
+    let ip = peer.ip().to_canonical().to_string();
+    let client = Client {
+        peer,
+        credential: None,
+    };
+    if gw.refusal(&client, gateway_common::Reason::Tls, &ip) {
+        tracing::warn!(
+            server = %gw.name, reason = "tls", peer = %peer, error = %why,
+            "refused a TLS handshake (the client's error: no or an untrusted client certificate, a name not allowed, or not TLS)"
+        );
+    }
+    None
 }
