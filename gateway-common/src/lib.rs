@@ -143,7 +143,10 @@ pub struct CgroupPort {
     /// Host byte order.
     pub port: u16,
     /// Zero: explicit, so the key has no implicit padding and equal pairs make equal keys.
-    pub pad: [u8; 6],
+    /// Integers, not a byte array: a zeroed array becomes a memset call in the eBPF programs,
+    /// whose variable-offset stores the verifier refuses without CAP_PERFMON.
+    pub pad16: u16,
+    pub pad32: u32,
 }
 
 impl CgroupPort {
@@ -151,7 +154,8 @@ impl CgroupPort {
         Self {
             cgroup,
             port,
-            pad: [0; 6],
+            pad16: 0,
+            pad32: 0,
         }
     }
 }

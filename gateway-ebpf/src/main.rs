@@ -24,6 +24,7 @@ use aya_log_ebpf::debug;
 use gateway_common::{
     CgroupPort, CounterKey, LockRecord, MAX_ALLOWED_CGROUPS, MAX_COUNTER_KEYS, MAX_LOCKS,
     MAX_PROTECTED_PORTS, MAX_SOURCES, PortPolicy, Reason, SOURCE_PORT_BITS, SkbStat, SourceKey,
+    origin_kind,
 };
 
 /// Verdicts of `cgroup_skb` and `cgroup/sock_addr` programs.
@@ -57,6 +58,21 @@ static LOCK_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map(name = "LOCKS")]
 static LOCKS: HashMap<u16, LockRecord> = HashMap::with_max_entries(MAX_LOCKS, 0);
+
+/// Where `count` builds a `COUNTERS` key: in this CPU's slot of a map, not on the stack. A
+/// 200-byte key on the stack is zeroed with a memset loop, and the verifier refuses its
+/// variable-offset stack writes without CAP_PERFMON, a capability the gateway has no other
+/// use for. One slot per program kind: a packet program (softirq) can interrupt a sock_addr
+/// program (process context) on the same CPU, and must not write the key it is building.
+#[map(name = "KEY_SCRATCH")]
+static KEY_SCRATCH: PerCpuArray<CounterKey> = PerCpuArray::with_max_entries(2, 0);
+
+/// A slot of `KEY_SCRATCH`.
+#[derive(Clone, Copy)]
+enum Scratch {
+    Skb = 0,
+    SockAddr = 1,
+}
 
 #[cgroup_skb]
 pub fn mcp_ingress(ctx: SkBuffContext) -> i32 {
@@ -93,7 +109,7 @@ fn try_mcp_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
         4 => {
             let proto: u8 = ctx.load(9)?;
             let src: [u8; 4] = ctx.load(12)?;
-            (CounterKey::v4_mapped(src), proto == IPPROTO_TCP)
+            (v4_mapped(src), proto == IPPROTO_TCP)
         }
         6 => {
             let next: u8 = ctx.load(6)?;
@@ -111,7 +127,7 @@ fn try_mcp_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
     // Lockdown cuts loopback too: checked before anything lets a packet through.
     if lock_active() && locked(port, policy(port).is_some()) {
         bump(SkbStat::Dropped);
-        count(&CounterKey::new(Reason::Lockdown, source, port));
+        count(Scratch::Skb, Reason::Lockdown, source, port);
         debug!(ctx, "dropped a packet to locked port {}", port);
         return Ok(DROP);
     }
@@ -123,7 +139,7 @@ fn try_mcp_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
     };
     if policy.has(PortPolicy::LOOPBACK_ONLY) {
         bump(SkbStat::Dropped);
-        count(&CounterKey::new(Reason::NonLoopbackPacket, source, port));
+        count(Scratch::Skb, Reason::NonLoopbackPacket, source, port);
         debug!(
             ctx,
             "dropped a non-loopback packet to protected port {}", port
@@ -132,7 +148,7 @@ fn try_mcp_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
     }
     if policy.has(PortPolicy::SOURCE_ALLOWLIST) && !source_allowed(port, source) {
         bump(SkbStat::Dropped);
-        count(&CounterKey::new(Reason::SourceDenied, source, port));
+        count(Scratch::Skb, Reason::SourceDenied, source, port);
         debug!(
             ctx,
             "dropped a packet from a source not allowed on port {}", port
@@ -146,11 +162,11 @@ fn try_mcp_bind4(ctx: &SockAddrContext) -> Result<i32, i64> {
     let sa = ctx.sock_addr;
     let port = user_port(sa);
     let ip = read_u32(sa, core::mem::offset_of!(bpf_sock_addr, user_ip4)).to_ne_bytes();
-    let addr = CounterKey::v4_mapped(ip);
+    let addr = v4_mapped(ip);
     match bind_verdict(port, &addr) {
         BindVerdict::Allow => Ok(PASS),
         BindVerdict::Deny => {
-            count(&CounterKey::new(Reason::BindDenied, addr, port));
+            count(Scratch::SockAddr, Reason::BindDenied, addr, port);
             debug!(
                 ctx,
                 "refused bind of protected port {} to a non-loopback IPv4 address", port
@@ -160,7 +176,7 @@ fn try_mcp_bind4(ctx: &SockAddrContext) -> Result<i32, i64> {
         BindVerdict::Rewrite => {
             let loopback = u32::from_ne_bytes([127, 0, 0, 1]);
             write_u32(sa, core::mem::offset_of!(bpf_sock_addr, user_ip4), loopback);
-            count(&CounterKey::new(Reason::BindRewritten, addr, port));
+            count(Scratch::SockAddr, Reason::BindRewritten, addr, port);
             debug!(ctx, "moved bind of protected port {} to 127.0.0.1", port);
             Ok(PASS)
         }
@@ -174,7 +190,7 @@ fn try_mcp_bind6(ctx: &SockAddrContext) -> Result<i32, i64> {
     match bind_verdict(port, &addr) {
         BindVerdict::Allow => Ok(PASS),
         BindVerdict::Deny => {
-            count(&CounterKey::new(Reason::BindDenied, addr, port));
+            count(Scratch::SockAddr, Reason::BindDenied, addr, port);
             debug!(
                 ctx,
                 "refused bind of protected port {} to a non-loopback IPv6 address", port
@@ -184,7 +200,7 @@ fn try_mcp_bind6(ctx: &SockAddrContext) -> Result<i32, i64> {
         BindVerdict::Rewrite => {
             // A v4-mapped address stays IPv4 (::ffff:127.0.0.1); anything else becomes ::1.
             let loopback = if is_v4_mapped(&addr) {
-                CounterKey::v4_mapped([127, 0, 0, 1])
+                v4_mapped([127, 0, 0, 1])
             } else {
                 let mut one = [0u8; 16];
                 one[15] = 1;
@@ -202,7 +218,7 @@ fn try_mcp_bind6(ctx: &SockAddrContext) -> Result<i32, i64> {
                 write_u32(sa, base + 4 * i, u32::from_ne_bytes(word));
                 i += 1;
             }
-            count(&CounterKey::new(Reason::BindRewritten, addr, port));
+            count(Scratch::SockAddr, Reason::BindRewritten, addr, port);
             debug!(ctx, "moved bind of protected port {} to loopback", port);
             Ok(PASS)
         }
@@ -212,7 +228,7 @@ fn try_mcp_bind6(ctx: &SockAddrContext) -> Result<i32, i64> {
 fn try_mcp_connect4(ctx: &SockAddrContext) -> Result<i32, i64> {
     let sa = ctx.sock_addr;
     let ip = read_u32(sa, core::mem::offset_of!(bpf_sock_addr, user_ip4)).to_ne_bytes();
-    connect_verdict(ctx, CounterKey::v4_mapped(ip))
+    connect_verdict(ctx, v4_mapped(ip))
 }
 
 fn try_mcp_connect6(ctx: &SockAddrContext) -> Result<i32, i64> {
@@ -233,7 +249,7 @@ fn connect_verdict(ctx: &SockAddrContext, addr: [u8; 16]) -> Result<i32, i64> {
     let policy = policy(port);
     // Under lockdown a connect() to a locked port fails at once (a dropped SYN would hang).
     if lock_active() && locked(port, policy.is_some()) {
-        count(&CounterKey::new(Reason::Lockdown, addr, port));
+        count(Scratch::SockAddr, Reason::Lockdown, addr, port);
         debug!(ctx, "refused connect to locked port {}", port);
         return Ok(DROP);
     }
@@ -249,7 +265,7 @@ fn connect_verdict(ctx: &SockAddrContext, addr: [u8; 16]) -> Result<i32, i64> {
     if unsafe { ALLOWED_CGROUPS.get(key) }.is_some() {
         return Ok(PASS);
     }
-    count(&CounterKey::new(Reason::ConnectDenied, addr, port));
+    count(Scratch::SockAddr, Reason::ConnectDenied, addr, port);
     debug!(
         ctx,
         "refused connect to exclusive port {} from cgroup {}", port, cgroup
@@ -325,6 +341,22 @@ fn is_loopback(addr: &[u8; 16]) -> bool {
 }
 
 /// `::ffff:0:0/96`.
+/// `::ffff:a.b.c.d`, written as two 8-byte volatile stores. From a byte-array literal LLVM
+/// emits a memset call for the ten zeros, whose variable-offset stores the verifier refuses
+/// without CAP_PERFMON (a capability the gateway has no other use for).
+#[inline(always)]
+fn v4_mapped(ip: [u8; 4]) -> [u8; 16] {
+    let [a, b, c, d] = ip;
+    let mut words = core::mem::MaybeUninit::<[u64; 2]>::uninit();
+    let w = words.as_mut_ptr().cast::<u64>();
+    // SAFETY: both words of the array are written before it is read.
+    unsafe {
+        core::ptr::write_volatile(w, 0);
+        core::ptr::write_volatile(w.add(1), u64::from_ne_bytes([0, 0, 0xff, 0xff, a, b, c, d]));
+        core::mem::transmute::<[u64; 2], [u8; 16]>(words.assume_init())
+    }
+}
+
 fn is_v4_mapped(addr: &[u8; 16]) -> bool {
     let mut i = 0;
     while i < 10 {
@@ -393,13 +425,58 @@ fn bump(stat: SkbStat) {
     }
 }
 
-/// Adds one to this CPU's value of a `COUNTERS` key, creating it at 1. Only kernel reasons are
-/// written here; the gateway writes the HTTP ones, so no key has two writers.
-///
-/// Inlined so the 136-byte key stays in the caller's stack frame (one copy, no by-value
-/// aggregate for the BPF calling convention).
+/// Counts a kernel event: adds one to this CPU's value of its `COUNTERS` key, creating it at 1.
+/// Only kernel reasons are written here; the gateway writes the HTTP ones, so no key has two
+/// writers.
 #[inline(always)]
-fn count(key: &CounterKey) {
+fn count(slot: Scratch, reason: Reason, addr: [u8; 16], port: u16) {
+    let Some(key) = KEY_SCRATCH.get_ptr_mut(slot as u32) else {
+        return;
+    };
+    // SAFETY: this CPU's slot, valid for this run; its program kind doesn't nest on one CPU.
+    // Every field a kernel key uses is written; the rest (origin text past the address, the
+    // credential) is never written by the kernel, so it stays zero as the map created it.
+    let key = unsafe { &mut *key };
+    key.reason = reason as u32;
+    key.port = port;
+    key.kind = origin_kind::ADDR;
+    key.len = 16;
+    // Two 8-byte volatile stores (`data` is 8-byte aligned in the 8-aligned map value): LLVM
+    // would turn a byte copy into memset/memcpy calls with variable-offset stores (for a
+    // v4-mapped address, a memset of its ten known zeros), which the verifier refuses without
+    // CAP_PERFMON.
+    let [
+        a0,
+        a1,
+        a2,
+        a3,
+        a4,
+        a5,
+        a6,
+        a7,
+        b0,
+        b1,
+        b2,
+        b3,
+        b4,
+        b5,
+        b6,
+        b7,
+    ] = addr;
+    let words = key.data.as_mut_ptr().cast::<u64>();
+    // SAFETY: `data` has 128 bytes, so both words are in bounds, and aligned (see above).
+    unsafe {
+        core::ptr::write_volatile(words, u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]));
+        core::ptr::write_volatile(
+            words.add(1),
+            u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+        );
+    }
+    increment(key);
+}
+
+#[inline(always)]
+fn increment(key: &CounterKey) {
     if let Some(value) = COUNTERS.get_ptr_mut(key) {
         // SAFETY: as in `bump`: this CPU's copy, valid for this run, no other writer.
         unsafe { *value += 1 };

@@ -315,7 +315,7 @@ fn start_enforcing(
     servers: &[ServerPorts],
 ) -> anyhow::Result<Enforcement> {
     let mount = system::cgroup2_mount().context("no cgroup v2 mount in /proc/mounts")?;
-    let cgroup = settings.cgroup.clone().unwrap_or_else(|| mount.clone());
+    let cgroup = system::attach_cgroup(settings.cgroup.as_deref())?;
     let (claim, own_cgroup) = resolve_claim(instance, settings, servers, &mount)?;
     let enforcement = ebpf::enforce(ebpf::Options {
         cgroup,

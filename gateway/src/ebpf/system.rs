@@ -60,6 +60,30 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
         .find_map(|(dir, fstype)| (fstype == "cgroup2").then_some(dir))
 }
 
+/// The cgroup to attach the programs to: `chosen` (`--cgroup`), which must be a directory of the
+/// cgroup-v2 mount, or the mount itself (the whole host).
+pub fn attach_cgroup(chosen: Option<&Path>) -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    let mount = cgroup2_mount().context(
+        "no cgroup v2 mount in /proc/mounts; mount it (mount -t cgroup2 none /sys/fs/cgroup) or \
+         boot with systemd.unified_cgroup_hierarchy=1",
+    )?;
+    let Some(chosen) = chosen else {
+        return Ok(mount);
+    };
+    let real = fs::canonicalize(chosen)
+        .with_context(|| format!("--cgroup {}: no such directory", chosen.display()))?;
+    if !(real.is_dir() && real.starts_with(&mount)) {
+        anyhow::bail!(
+            "--cgroup {}: not a cgroup-v2 directory. cgroup v2 is mounted at {}: give a \
+             directory under it",
+            chosen.display(),
+            mount.display()
+        );
+    }
+    Ok(real)
+}
+
 /// Whether `path` lies on a mounted bpffs.
 pub fn on_bpffs(path: &Path) -> bool {
     mounts().is_ok_and(|all| {

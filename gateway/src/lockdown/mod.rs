@@ -131,8 +131,7 @@ pub fn engage(
 /// Attaches the programs with an instance of its own claiming nothing: the locks need programs
 /// to enforce them.
 fn attach_for_lockdown(pin_dir: &Path, cgroup: Option<&Path>) -> anyhow::Result<()> {
-    let mount = system::cgroup2_mount().context("no cgroup v2 mount in /proc/mounts")?;
-    let cgroup = cgroup.map_or(mount, Path::to_owned);
+    let cgroup = system::attach_cgroup(cgroup)?;
     let claim = Claim {
         instance: LOCKDOWN_INSTANCE.to_owned(),
         ..Claim::default()
