@@ -38,9 +38,10 @@ pub const CAP_BPF: Capability = Capability {
     why: "create BPF maps and load programs",
 };
 
-/// (mount point, fstype) of every mount, from /proc/mounts.
+/// (mount point, fstype) of every mount, from /proc/self/mounts (`/proc/mounts` is a link to
+/// it that systemd's `ProcSubset=pid` hides).
 fn mounts() -> io::Result<Vec<(PathBuf, String)>> {
-    let text = fs::read_to_string("/proc/mounts")?;
+    let text = fs::read_to_string("/proc/self/mounts")?;
     Ok(text
         .lines()
         .filter_map(|line| {
@@ -114,19 +115,30 @@ pub fn mount_bpffs() -> io::Result<()> {
     }
 }
 
-/// The running kernel's (major, minor), from /proc/sys/kernel/osrelease.
+/// The running kernel's (major, minor), from uname(2).
 pub fn kernel_version() -> Option<(u32, u32)> {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
-    let mut parts = release.trim().split(['.', '-']);
+    let release = kernel_release();
+    let mut parts = release.split(['.', '-']);
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
     Some((major, minor))
 }
 
-/// The kernel release string, for reports.
+/// The kernel release string (uname -r). From uname(2), not /proc/sys, which a sandboxed
+/// service may not see.
 pub fn kernel_release() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned())
+    // SAFETY: uname fills the zeroed struct; its fields are NUL-terminated on success.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return "unknown".to_owned();
+    }
+    let release = &name.release;
+    let bytes: Vec<u8> = release
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Whether the kernel exposes its BTF (CO-RE; also what `bpftool` and aya use to probe).
