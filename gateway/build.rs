@@ -16,6 +16,7 @@ use aya_build::{Package, Toolchain};
 const FIX: &str = "run `cargo xtask setup` (it installs the eBPF toolchain and bpf-linker)";
 
 fn main() -> anyhow::Result<()> {
+    println!("cargo:rustc-env=MCP_GATEWAY_COMMIT={}", commit());
     println!("cargo:rerun-if-env-changed=MCP_GATEWAY_TOOLS");
     println!("cargo:rerun-if-env-changed=MCP_GATEWAY_EBPF_TOOLCHAIN");
     let tools = tools_dir()?;
@@ -93,4 +94,41 @@ fn preflight(toolchain: &str, path: &std::ffi::OsStr) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The git commit this build is from (`mcp-gateway --version`): `MCP_GATEWAY_COMMIT` when a
+/// packager sets it, else `git rev-parse` in the source tree, else `unknown` (a source tarball).
+fn commit() -> String {
+    println!("cargo:rerun-if-env-changed=MCP_GATEWAY_COMMIT");
+    if let Ok(commit) = env::var("MCP_GATEWAY_COMMIT") {
+        return commit;
+    }
+    let Ok(manifest_dir) = env::var("CARGO_MANIFEST_DIR") else {
+        return "unknown".to_owned();
+    };
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(&manifest_dir)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    // Rebuild when HEAD moves: HEAD itself (a checkout) and the branch it names (a commit).
+    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        let git_dir = PathBuf::from(git_dir);
+        let branch = git(&["symbolic-ref", "-q", "HEAD"]).map(|b| git_dir.join(b));
+        // Only files that exist: cargo reruns a script on every build for a missing one.
+        let files = [
+            Some(git_dir.join("HEAD")),
+            branch,
+            Some(git_dir.join("packed-refs")),
+        ];
+        for file in files.into_iter().flatten().filter(|f| f.is_file()) {
+            println!("cargo:rerun-if-changed={}", file.display());
+        }
+    }
+    git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned())
 }

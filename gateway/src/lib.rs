@@ -17,3 +17,11 @@ pub mod run;
 pub mod security_log;
 pub mod source;
 pub mod tls;
+
+/// `0.1.0 (commit 0dbec3a1b2c3)`: what `--version` prints and `mcp_gateway_build_info` says.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MCP_GATEWAY_COMMIT"),
+    ")"
+);

@@ -28,6 +28,10 @@ const ENFORCEMENT_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.resolve().context("invalid configuration")?;
+    if args.check_config {
+        print!("{}", config::summary::render(&settings));
+        return Ok(ExitCode::SUCCESS);
+    }
     init_tracing(settings.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -283,8 +283,8 @@ pub fn start(
             bail!(
                 "kernel enforcement is required (--ebpf required) but unavailable: missing {what}. \
                  Run as root or grant the capabilities (systemd: AmbientCapabilities=CAP_BPF \
-                 CAP_NET_ADMIN CAP_SYS_ADMIN), see `mcp-gateway doctor`, or use --ebpf auto to \
-                 run userspace-only"
+                 CAP_NET_ADMIN, as the packaged unit does), see `mcp-gateway doctor`, or use \
+                 --ebpf auto to run userspace-only"
             );
         }
         tracing::warn!(
@@ -314,7 +314,7 @@ fn start_enforcing(
     instance: &str,
     servers: &[ServerPorts],
 ) -> anyhow::Result<Enforcement> {
-    let mount = system::cgroup2_mount().context("no cgroup v2 mount in /proc/mounts")?;
+    let mount = system::cgroup2_mount().context(system::NO_CGROUP2)?;
     let cgroup = system::attach_cgroup(settings.cgroup.as_deref())?;
     let (claim, own_cgroup) = resolve_claim(instance, settings, servers, &mount)?;
     let enforcement = ebpf::enforce(ebpf::Options {

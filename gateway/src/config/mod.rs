@@ -7,6 +7,7 @@
 //! Bad configuration fails at start with the key and the reason; nothing is silently ignored.
 pub mod access;
 pub mod file;
+pub mod summary;
 pub mod upstream;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -187,6 +188,10 @@ pub struct RunArgs {
     /// describe several servers).
     #[arg(long, env = "MCP_GATEWAY_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Check the configuration and every file it names (tokens, certificates), print what
+    /// would run, and exit: nothing is bound, nothing touches the kernel.
+    #[arg(long)]
+    pub check_config: bool,
     #[command(flatten)]
     pub ebpf: EbpfArgs,
 }

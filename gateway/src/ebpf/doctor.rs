@@ -54,7 +54,7 @@ pub fn run(pin_dir: &Path) -> Vec<Check> {
         cgroup2.is_some(),
         true,
         cgroup2.as_ref().map_or_else(
-            || "no cgroup2 mount in /proc/mounts".to_owned(),
+            || "no cgroup2 mount in /proc/self/mounts".to_owned(),
             |p| format!("mounted at {}", p.display()),
         ),
         "mount it (`mount -t cgroup2 none /sys/fs/cgroup/unified`) or boot with \
@@ -88,8 +88,8 @@ pub fn run(pin_dir: &Path) -> Vec<Check> {
             has,
             required,
             format!("to {}", cap.why),
-            "run as root, or grant it (systemd: AmbientCapabilities=CAP_BPF CAP_NET_ADMIN \
-             CAP_SYS_ADMIN)",
+            "run as root, or grant it (systemd: AmbientCapabilities=CAP_BPF CAP_NET_ADMIN; \
+             CAP_SYS_ADMIN only when bpffs is not mounted)",
         ));
     }
     checks.push(attached(pin_dir, cgroup2.as_deref()));

@@ -61,14 +61,16 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
         .find_map(|(dir, fstype)| (fstype == "cgroup2").then_some(dir))
 }
 
+/// Why the kernel layer can't work on this host, and the fix.
+pub const NO_CGROUP2: &str = "no cgroup v2 mount (see /proc/self/mounts); mount it (mount -t \
+                              cgroup2 none /sys/fs/cgroup) or boot with \
+                              systemd.unified_cgroup_hierarchy=1";
+
 /// The cgroup to attach the programs to: `chosen` (`--cgroup`), which must be a directory of the
 /// cgroup-v2 mount, or the mount itself (the whole host).
 pub fn attach_cgroup(chosen: Option<&Path>) -> anyhow::Result<PathBuf> {
     use anyhow::Context as _;
-    let mount = cgroup2_mount().context(
-        "no cgroup v2 mount in /proc/mounts; mount it (mount -t cgroup2 none /sys/fs/cgroup) or \
-         boot with systemd.unified_cgroup_hierarchy=1",
-    )?;
+    let mount = cgroup2_mount().context(NO_CGROUP2)?;
     let Some(chosen) = chosen else {
         return Ok(mount);
     };

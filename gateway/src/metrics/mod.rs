@@ -558,6 +558,7 @@ impl Metrics {
             "mcp_gateway_build_info",
             &[
                 ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", env!("MCP_GATEWAY_COMMIT")),
                 ("map_layout", &LAYOUT_VERSION.to_string()),
             ],
             1,
