@@ -1,6 +1,7 @@
-//! Project chores: `cargo xtask setup | run | test | bench | lint`.
+//! Project chores: `cargo xtask setup | run | test | bench | lint | deb`.
 mod bench;
 mod cmd;
+mod deb;
 mod run;
 mod setup;
 mod test;
@@ -43,6 +44,8 @@ enum Task {
     /// Check formatting (nightly rustfmt) and run clippy with -D warnings, the eBPF crate on its
     /// own target.
     Lint,
+    /// Build the Debian package (cargo-deb, installed if missing) into target/debian/.
+    Deb,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,5 +58,6 @@ fn main() -> anyhow::Result<()> {
             connections,
         } => bench::bench(seconds, connections),
         Task::Lint => test::lint(),
+        Task::Deb => deb::deb().map(drop),
     }
 }

@@ -12,6 +12,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("ip", "iproute2"),
     ("setpriv", "util-linux"),
+    // The package test: install, read the man page, score the units.
+    ("man", "man-db"),
+    ("systemd-analyze", "systemd"),
+    ("adduser", "adduser"),
 ];
 
 /// Set (to 1) where the privileged tests must run, as in CI: their absence is then an error.
@@ -47,9 +51,24 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
         );
     }
 
+    // The package test installs and purges the .deb: built here, where it can run.
+    let deb = match (
+        &privileged,
+        cmd::output(Command::new("dpkg").arg("--version")),
+    ) {
+        (Ok(()), Some(_)) => Some(crate::deb::deb()?),
+        _ => {
+            eprintln!("xtask: SKIPPED: the package test needs root and dpkg");
+            None
+        }
+    };
+
     let nextest = cmd::output(cmd::cargo().args(["nextest", "--version"])).is_some();
     let mut runner = cmd::cargo();
     runner.env("PATH", &path).env("MCP_GATEWAY_BIN", &bin);
+    if let Some(deb) = &deb {
+        runner.env("MCP_GATEWAY_DEB", deb);
+    }
     if nextest {
         // .config/nextest.toml runs the kernel tests one at a time; skipped ones are counted in
         // nextest's summary.
