@@ -33,12 +33,39 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     init_tracing(settings.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    raise_open_files_limit();
+    // One worker: a single-threaded runtime, with no work-stealing or cross-thread wakeups (the
+    // per-core shape nginx workers have). More: tokio's multi-threaded scheduler.
+    let runtime = match settings.workers {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .context("starting the async runtime")?;
     runtime.block_on(serve(settings))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the soft limit on open files to the hard limit: each client connection and each
+/// upstream connection is a file descriptor, and the usual soft limit (1024) is below
+/// `max_connections` times two for busy gateways.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the default `info` level.
@@ -88,6 +115,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         instance,
         servers,
         log_format: _,
+        workers: _,
         metrics: metrics_settings,
         kernel: kernel_settings,
         audit_log,

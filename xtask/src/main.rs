@@ -32,15 +32,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Measure the gateway against direct access and an nginx reverse proxy (wrk; ratios).
-    Bench {
-        /// Seconds per target.
-        #[arg(long, default_value_t = 10)]
-        seconds: u32,
-        /// Concurrent connections.
-        #[arg(long, default_value_t = 32)]
-        connections: u32,
-    },
+    /// Measure the gateway against direct access and nginx with the same Host/Origin rules,
+    /// per core, and write the ratios to docs/benchmarks.md.
+    Bench(bench::Options),
     /// Check formatting (nightly rustfmt) and run clippy with -D warnings, the eBPF crate on its
     /// own target.
     Lint,
@@ -53,10 +47,7 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::setup().map(drop),
         Task::Run { args } => run::run(&args),
         Task::Test { args } => test::test(&args),
-        Task::Bench {
-            seconds,
-            connections,
-        } => bench::bench(seconds, connections),
+        Task::Bench(options) => bench::bench(&options),
         Task::Lint => test::lint(),
         Task::Deb => deb::deb().map(drop),
     }

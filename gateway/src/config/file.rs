@@ -46,6 +46,7 @@ macro_rules! server_keys {
             // Process-wide.
             pub instance: Option<String>,
             pub log_format: Option<LogFormat>,
+            pub workers: Option<usize>,
             pub metrics_listen: Option<crate::metrics::Listen>,
             pub metrics_label_budget: Option<usize>,
             pub audit_log: Option<String>,

@@ -176,6 +176,10 @@ pub struct RunArgs {
     /// Log format [default: text].
     #[arg(long, env = "MCP_GATEWAY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Threads serving requests; 1 runs everything on one thread with no cross-thread
+    /// scheduling (as an nginx worker does) [default: the CPUs this process may use].
+    #[arg(long, env = "MCP_GATEWAY_WORKERS")]
+    pub workers: Option<usize>,
     /// Address of the Prometheus `/metrics` listener, or `off` [default: 127.0.0.1:9464]. A
     /// listener of its own, never the proxy's.
     #[arg(long, env = "MCP_GATEWAY_METRICS_LISTEN")]
@@ -260,6 +264,8 @@ pub struct Settings {
     /// At least one; names and listen addresses are unique.
     pub servers: Vec<ServerSettings>,
     pub log_format: LogFormat,
+    /// Request-serving threads.
+    pub workers: usize,
     pub metrics: MetricsSettings,
     pub kernel: KernelSettings,
     pub audit_log: Option<AuditTarget>,
@@ -399,6 +405,7 @@ impl RunArgs {
             instance,
             servers,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            workers: workers(self.workers.or(file.workers))?,
             metrics,
             kernel,
             audit_log,
@@ -729,6 +736,22 @@ fn metrics_settings(
         explicit,
         label_budget,
     })
+}
+
+/// Request-serving threads: given, or one per CPU this process may run on.
+fn workers(given: Option<usize>) -> Result<usize, ConfigError> {
+    match given {
+        Some(0) => Err(ConfigError::Invalid {
+            key: "workers",
+            why: "must be at least 1".into(),
+        }),
+        Some(n) if n > 1024 => Err(ConfigError::Invalid {
+            key: "workers",
+            why: format!("{n} threads is more than any host needs; at most 1024"),
+        }),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, usize::from)),
+    }
 }
 
 fn positive<T: PartialOrd + Default + Copy>(

@@ -123,6 +123,7 @@ pub fn render(settings: &Settings) -> String {
         ),
         k.pin_dir.display()
     );
+    let _ = writeln!(out, "workers: {}", settings.workers);
     let _ = writeln!(
         out,
         "metrics: {}",

@@ -134,6 +134,8 @@ pub struct ServerStats {
     /// entries.
     requests: Mutex<BTreeMap<RequestKey, u64>>,
     credentials: credentials::CredentialLabels,
+    /// The `credential` of unauthenticated requests (`""`, allocated once).
+    no_credential: Arc<str>,
     /// Reloads by what was reloaded (`credentials`, `tls`): `[succeeded, failed]`.
     reloads: Mutex<BTreeMap<&'static str, [u64; 2]>>,
     /// When the TLS certificate in force expires (Unix seconds); 0 without TLS.
@@ -150,6 +152,7 @@ impl ServerStats {
             listen_port: info.listen_port,
             requests: Mutex::new(BTreeMap::new()),
             credentials: credentials::CredentialLabels::default(),
+            no_credential: Arc::from(""),
             reloads: Mutex::new(BTreeMap::new()),
             certificate_not_after: AtomicI64::new(0),
             upstream: Mutex::new(Histogram::default()),
@@ -197,7 +200,7 @@ impl ServerStats {
             Method::TRACE => "TRACE",
             _ => "other",
         };
-        let credential = credential.cloned().unwrap_or_else(|| Arc::from(""));
+        let credential = credential.unwrap_or(&self.no_credential).clone();
         let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         *requests
             .entry((credential, method, status.as_u16()))

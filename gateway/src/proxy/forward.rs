@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header, request::Parts};
+use http::{Request, Response, StatusCode, Uri, header, request::Parts};
 use http_body_util::{BodyExt as _, LengthLimitError};
 use hyper::body::Incoming;
 use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
@@ -43,7 +43,6 @@ pub async fn forward(
     body: Outgoing,
     identity: bool,
 ) -> Response<Body> {
-    let peer = client.peer;
     let Parts {
         method,
         uri,
@@ -53,26 +52,31 @@ pub async fn forward(
     } = parts;
     let client_host = headers.get(header::HOST).cloned();
     headers::strip_hop_by_hop(&mut headers);
-    headers::set_forwarded(&mut headers, peer, client_host.as_ref(), gw.tls.is_some());
+    headers::set_forwarded(
+        &mut headers,
+        &client.forwarded,
+        client_host.as_ref(),
+        gw.tls.is_some(),
+    );
     if gw.credentials.is_some() {
         // The gateway's own token is not the upstream's business.
         headers.remove(header::AUTHORIZATION);
     }
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let Ok(target) = Uri::builder()
-        .scheme("http")
-        .authority(gw.upstream.host())
-        .path_and_query(path)
-        .build()
-    else {
+    let mut target = http::uri::Parts::default();
+    target.scheme = Some(http::uri::Scheme::HTTP);
+    target.authority = Some(gw.upstream_authority.clone());
+    target.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    let Ok(target) = Uri::from_parts(target) else {
         return reply::json_rpc_error(
             StatusCode::BAD_REQUEST,
             "Bad request: invalid request target",
         );
     };
-    if let Ok(host) = HeaderValue::from_str(gw.upstream.host()) {
-        headers.insert(header::HOST, host);
-    }
+    headers.insert(header::HOST, gw.upstream_host.clone());
     if identity {
         headers.remove(header::ACCEPT_ENCODING);
     }

@@ -1,9 +1,11 @@
 //! Header rewriting between client and upstream (pure functions).
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, never the next one.
+/// `is_hop_by_hop` matches these (and `Proxy-Connection`); a test keeps the two in step.
+#[cfg(test)]
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -15,20 +17,68 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Whether `name` is hop-by-hop (fixed list, or the non-standard `Proxy-Connection`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-connection"
+    )
+}
+
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none, or just `Connection`: one pass over the names, and no
+    // allocation unless `Connection` names other headers.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !is_hop_by_hop(name))
         .collect();
-    for name in HOP_BY_HOP.iter().chain(&named) {
+    while let Some(name) = headers.keys().find(|n| is_hop_by_hop(n)).cloned() {
         headers.remove(name);
     }
-    // `Proxy-Connection` is non-standard but still sent by some clients.
-    headers.remove("proxy-connection");
+    for name in named {
+        headers.remove(name);
+    }
+}
+
+/// The client's address as the forwarding headers write it, formatted once per connection
+/// (it is the same for every request on it).
+#[derive(Clone, Debug)]
+pub struct ForwardedFor {
+    /// `X-Forwarded-For`: `127.0.0.1`, `::1`.
+    ip: HeaderValue,
+    /// `Forwarded: for=` node: `127.0.0.1`, `"[::1]"` (quoted: it has colons).
+    node: Arc<str>,
+}
+
+impl ForwardedFor {
+    pub fn new(peer: SocketAddr) -> Self {
+        let ip = peer.ip().to_canonical();
+        let node = if ip.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.to_string()
+        };
+        Self {
+            ip: HeaderValue::from_str(&ip.to_string()).expect("an IP address is a header value"),
+            node: node.into(),
+        }
+    }
 }
 
 /// Sets `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto` and `Forwarded` for the
@@ -36,43 +86,42 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// trusted.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: SocketAddr,
+    from: &ForwardedFor,
     host: Option<&HeaderValue>,
     tls: bool,
 ) {
+    const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
     let proto = if tls { "https" } else { "http" };
-    let ip = peer.ip().to_canonical();
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.to_string()
-    };
-    let mut forwarded = format!("for={node};proto={proto}");
-    headers.remove("x-forwarded-host");
-    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+    // Built by hand, not with format!: this runs for every forwarded request.
+    let mut forwarded = String::with_capacity(48);
+    forwarded.push_str("for=");
+    forwarded.push_str(&from.node);
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
+    headers.remove(X_FORWARDED_HOST);
+    if let Some((value, host)) = host.and_then(|h| Some((h, h.to_str().ok()?))) {
         // The policy accepted this Host, so it is a plain authority; quote it anyway.
-        forwarded.push_str(&format!(";host=\"{host}\""));
-        if let Ok(value) = HeaderValue::from_str(host) {
-            headers.insert("x-forwarded-host", value);
-        }
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(host);
+        forwarded.push('"');
+        headers.insert(X_FORWARDED_HOST, value.clone());
     }
-    let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
-        }
-    };
-    set(headers, "x-forwarded-for", ip.to_string());
-    set(headers, "x-forwarded-proto", proto.to_owned());
-    set(headers, "forwarded", forwarded);
+    headers.insert(X_FORWARDED_FOR, from.ip.clone());
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded)) {
+        headers.insert(header::FORWARDED, value);
+    }
 }
 
 /// CORS response headers belong to the gateway: drop the upstream's before adding ours.
 pub fn strip_cors(headers: &mut HeaderMap) {
-    let names: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| n.as_str().starts_with("access-control-"))
-        .cloned()
-        .collect();
+    let is_cors = |n: &HeaderName| n.as_str().starts_with("access-control-");
+    if !headers.keys().any(is_cors) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| is_cors(n)).cloned().collect();
     for name in names {
         headers.remove(name);
     }
@@ -131,7 +180,7 @@ mod tests {
         let host = HeaderValue::from_static("localhost:8787");
         set_forwarded(
             &mut h,
-            "127.0.0.1:5555".parse().unwrap(),
+            &ForwardedFor::new("127.0.0.1:5555".parse().unwrap()),
             Some(&host),
             false,
         );
@@ -145,13 +194,27 @@ mod tests {
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
 
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, "[::1]:5555".parse().unwrap(), None, true);
+        set_forwarded(
+            &mut h,
+            &ForwardedFor::new("[::1]:5555".parse().unwrap()),
+            None,
+            true,
+        );
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=https");
         assert_eq!(
             h["x-forwarded-proto"], "https",
             "the client spoke TLS to the gateway"
         );
+    }
+
+    #[test]
+    fn the_fast_hop_by_hop_check_knows_every_listed_header() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        assert!(is_hop_by_hop(&HeaderName::from_static("proxy-connection")));
+        assert!(!is_hop_by_hop(&header::HOST));
     }
 
     #[test]

@@ -57,6 +57,8 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct Client {
     pub peer: SocketAddr,
+    /// The peer as the forwarding headers write it.
+    pub forwarded: headers::ForwardedFor,
     /// The client's credential: its certificate's from the TLS handshake, else its bearer
     /// token's once the auth layer accepted it.
     pub credential: Option<Identity>,
@@ -100,6 +102,9 @@ pub struct Gateway {
     pub policy: Policy,
     pub mcp: McpPolicy,
     pub upstream: Upstream,
+    /// The upstream's authority and `Host` value, parsed once.
+    pub(super) upstream_authority: http::uri::Authority,
+    pub(super) upstream_host: http::HeaderValue,
     /// The bearer tokens every request must present, when configured.
     pub credentials: Option<Arc<CredentialStore>>,
     /// HTTPS, when configured (with client certificates when it has a client CA).
@@ -143,6 +148,17 @@ impl Gateway {
     ) -> Result<Self, ConfigError> {
         let policy = Policy::new(&settings.policy)?;
         let paths = Arc::new(Paths::new(&settings.upstream.path));
+        let bad_upstream = |why: String| ConfigError::Upstream {
+            value: settings.upstream.to_string(),
+            why,
+        };
+        let upstream_authority: http::uri::Authority = settings
+            .upstream
+            .host()
+            .parse()
+            .map_err(|e| bad_upstream(format!("{e}")))?;
+        let upstream_host = http::HeaderValue::from_str(settings.upstream.host())
+            .map_err(|e| bad_upstream(format!("{e}")))?;
         let stats = metrics.server(index);
         if let Some(tls) = &settings.tls {
             stats.certificate_in_force(tls.loaded.cert.not_after);
@@ -158,6 +174,8 @@ impl Gateway {
             policy,
             mcp,
             upstream: settings.upstream,
+            upstream_authority,
+            upstream_host,
             credentials: settings
                 .credentials
                 .map(|c| Arc::new(CredentialStore::new(c.path, c.set, c.version))),
@@ -445,6 +463,7 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> anyhow::Result<()
         tokio::spawn(async move {
             let client = Client {
                 peer,
+                forwarded: headers::ForwardedFor::new(peer),
                 credential: None,
             };
             let result = match &gw.tls {
@@ -455,7 +474,10 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> anyhow::Result<()
                 }
                 Some(tls) => match handshake(&gw, tls, stream, peer).await {
                     Some((stream, credential)) => {
-                        let client = Client { peer, credential };
+                        let client = Client {
+                            credential,
+                            ..client
+                        };
                         let conn = http
                             .serve_connection(TokioIo::new(stream), service(gw.clone(), client));
                         watcher.watch(conn).await
@@ -534,6 +556,7 @@ async fn handshake(
     let ip = peer.ip().to_canonical().to_string();
     let client = Client {
         peer,
+        forwarded: headers::ForwardedFor::new(peer),
         credential: None,
     };
     if gw.refusal(&client, gateway_common::Reason::Tls, &ip) {

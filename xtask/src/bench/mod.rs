@@ -1,0 +1,325 @@
+//! `cargo xtask bench`: the gateway against nginx with the same Host/Origin rules, per core, in
+//! one run, and the ratios written to `docs/benchmarks.md`.
+//!
+//! Pinned (the default with 2+ CPUs): the proxy under test runs alone on the last CPU with one
+//! worker (nginx: `worker_processes 1`; the gateway: `--workers 1`), and the load generators
+//! (wrk; `benchtool` for open-loop latency, SSE and held connections) and the upstream (nginx
+//! serving a fixed `tools/list` answer) share the others. Scenarios: closed-loop throughput and
+//! p99 (allowed and rejected requests), open-loop latency and CPU per request at a fixed rate,
+//! SSE added delay, memory, start-up, and the kernel programs' cost (root only).
+//!
+//! `--smoke` (CI) runs every scenario briefly to keep the harness working; it checks no timing
+//! target and writes `target/bench-smoke.md` instead.
+mod procs;
+mod scenarios;
+
+use std::{fmt::Write as _, path::PathBuf, process::Command};
+
+use anyhow::Context as _;
+
+use self::{
+    procs::{Proc, Topology, free_port, wait_listening},
+    scenarios::Bench,
+};
+use crate::{cmd, run};
+
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 8.0)]
+    seconds: f64,
+    /// A short run of every scenario that checks the harness, not the targets (CI).
+    #[arg(long)]
+    smoke: bool,
+    /// Let every process run on every CPU (both proxies then get one worker per CPU).
+    #[arg(long)]
+    unpinned: bool,
+}
+
+/// A goal on a row: a bound on the gateway's value or on its ratio to the reference.
+struct Goal {
+    text: String,
+    met: bool,
+}
+
+/// One line of the report.
+pub struct Row {
+    measure: String,
+    gateway: f64,
+    /// nginx's value (or the reference the ratio is taken against).
+    reference: Option<f64>,
+    unit: &'static str,
+    goal: Option<Goal>,
+}
+
+impl Row {
+    fn new(measure: String, gateway: f64, reference: Option<f64>, unit: &'static str) -> Self {
+        Self {
+            measure,
+            gateway,
+            reference,
+            unit,
+            goal: None,
+        }
+    }
+
+    fn note(text: &str) -> Self {
+        Self::new(text.to_owned(), f64::NAN, None, "")
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        self.reference
+            .filter(|r| *r > 0.0 && self.gateway.is_finite())
+            .map(|r| self.gateway / r)
+    }
+
+    /// A goal on the ratio to the reference, when `applies`.
+    fn goal_if(mut self, applies: bool, text: &str, ok: impl Fn(f64) -> bool) -> Self {
+        if applies && let Some(r) = self.ratio() {
+            self.goal = Some(Goal {
+                text: text.to_owned(),
+                met: ok(r),
+            });
+        }
+        self
+    }
+
+    /// A goal on the gateway's own value.
+    fn absolute(mut self, text: &str, ok: impl Fn(f64) -> bool) -> Self {
+        self.goal = Some(Goal {
+            text: text.to_owned(),
+            met: self.gateway.is_finite() && ok(self.gateway),
+        });
+        self
+    }
+}
+
+fn machine() -> String {
+    let get = |program: &str, args: &[&str]| {
+        cmd::output(Command::new(program).args(args)).unwrap_or_else(|| "?".to_owned())
+    };
+    let model = get("lscpu", &[])
+        .lines()
+        .find_map(|l| l.strip_prefix("Model name:"))
+        .map_or_else(|| "?".to_owned(), |m| m.trim().to_owned());
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let nginx = Command::new("nginx")
+        .arg("-v")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+        .unwrap_or_default();
+    // wrk prints its version and exits 1.
+    let wrk = Command::new("wrk")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .unwrap_or_default();
+    format!(
+        "{model}, {cpus} CPUs, Linux {}; {nginx}; {wrk}",
+        get("uname", &["-r"]).trim()
+    )
+}
+
+fn report(rows: &[Row], topo: &Topology, options: &Options, commit: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "One run of `cargo xtask bench{}`, on {}, at commit {commit}.\n",
+        if options.unpinned { " --unpinned" } else { "" },
+        machine()
+    );
+    let _ = writeln!(
+        out,
+        "{}\nThe reference is nginx with the gateway's Host/Origin rules \
+         ([`xtask/bench/nginx-proxy.conf`](../xtask/bench/nginx-proxy.conf)), in front of the same \
+         upstream. Ratios are mcp-gateway / reference; only ratios within one run mean anything \
+         on a shared machine.\n",
+        if topo.pinned {
+            format!(
+                "Pinned: each proxy alone on CPU {} with one worker; wrk, benchtool and the \
+                 upstream on CPU {}.",
+                topo.proxy_cpus, topo.load_cpus
+            )
+        } else {
+            format!(
+                "Unpinned: {} workers each, every process on every CPU.",
+                topo.workers
+            )
+        }
+    );
+    let _ = writeln!(
+        out,
+        "| measure | mcp-gateway | reference | ratio | goal | |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for r in rows {
+        if r.unit.is_empty() {
+            let _ = writeln!(out, "| {} | | | | | |", r.measure);
+            continue;
+        }
+        let fmt = |v: f64| match r.unit {
+            "req/s" => format!("{v:.0} {}", r.unit),
+            _ => format!("{v:.3} {}", r.unit),
+        };
+        let (goal, mark) = r.goal.as_ref().map_or(("", ""), |g| {
+            (g.text.as_str(), if g.met { "met" } else { "**missed**" })
+        });
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {goal} | {mark} |",
+            r.measure,
+            fmt(r.gateway),
+            r.reference.map_or_else(String::new, fmt),
+            r.ratio().map_or_else(String::new, |x| format!("{x:.2}×")),
+        );
+    }
+    out
+}
+
+/// One scenario: it adds its rows to the report.
+type Scenario = fn(&Bench, &mut Vec<Row>) -> anyhow::Result<()>;
+
+pub fn bench(options: &Options) -> anyhow::Result<()> {
+    cmd::ensure_apt(&[
+        ("nginx", "nginx"),
+        ("wrk", "wrk"),
+        ("taskset", "util-linux"),
+    ])?;
+    let gateway_bin = run::build_release()?;
+    cmd::run(cmd::cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "mcp-gateway-tests",
+        "--bin",
+        "benchtool",
+    ]))?;
+    let benchtool = run::target_dir().join("release").join("benchtool");
+    let topo = Topology::new((!options.unpinned).then_some(true));
+    let dir = std::env::temp_dir().join(format!("mcp-gateway-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (upstream_port, unrelated_port) = (free_port()?, free_port()?);
+    let conf = include_str!("../../bench/nginx-upstream.conf")
+        .replace("{{PORT}}", &upstream_port.to_string())
+        .replace("{{UNRELATED}}", &unrelated_port.to_string())
+        .replace("{{DIR}}", &dir.display().to_string());
+    std::fs::write(dir.join("upstream.conf"), conf)?;
+
+    // As root, the upstream runs in a cgroup of the bench's own, where the kernel-layer scenario
+    // attaches the programs (never the root cgroup).
+    let cgroup = if cmd::is_root() {
+        let mount = cgroup2_mount().context("no cgroup v2 mount")?;
+        let dir = mount.join(format!("mcp-gateway-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Some(dir)
+    } else {
+        None
+    };
+    let mut upstream_cmd = topo.load(std::path::Path::new("sh"));
+    upstream_cmd
+        .arg("-c")
+        .arg(match &cgroup {
+            Some(cg) => format!("echo $$ > {}/cgroup.procs && exec \"$@\"", cg.display()),
+            None => "exec \"$@\"".to_owned(),
+        })
+        .arg("sh")
+        .arg("nginx")
+        .arg("-p")
+        .arg(&dir)
+        .args(["-c", "upstream.conf", "-g", "daemon off;"]);
+    let upstream = Proc::spawn(&mut upstream_cmd, "nginx (upstream)")?;
+    wait_listening(upstream_port)?;
+
+    let b = Bench {
+        topo: topo.clone(),
+        dir: dir.clone(),
+        gateway_bin,
+        benchtool,
+        seconds: if options.smoke { 1.0 } else { options.seconds },
+        smoke: options.smoke,
+        upstream_port,
+        unrelated_port,
+        cgroup: cgroup.clone(),
+    };
+    let mut rows = Vec::new();
+    let scenarios: [(&str, Scenario); 6] = [
+        ("throughput", scenarios::throughput),
+        ("fixed rate", scenarios::fixed_rate),
+        ("SSE", scenarios::sse),
+        ("memory", scenarios::memory),
+        ("start-up", scenarios::startup),
+        ("kernel layer", scenarios::kernel),
+    ];
+    let mut result = Ok(());
+    for (name, scenario) in scenarios {
+        eprintln!("xtask: bench: {name}");
+        if let Err(e) = scenario(&b, &mut rows) {
+            result = Err(e.context(format!("bench scenario `{name}`")));
+            break;
+        }
+    }
+    drop(upstream);
+    if let Some(cg) = &cgroup {
+        let _ = std::fs::remove_dir(cg);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+
+    let mut commit = cmd::output(Command::new("git").args(["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "?".to_owned())
+        .trim()
+        .to_owned();
+    if cmd::output(Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]))
+        .is_some_and(|s| !s.trim().is_empty())
+    {
+        commit.push_str(" with uncommitted changes");
+    }
+    let text = report(&rows, &topo, options, &commit);
+    println!("\n{text}");
+    let path = if options.smoke {
+        run::target_dir().join("bench-smoke.md")
+    } else {
+        cmd::workspace_root().join("docs").join("benchmarks.md")
+    };
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, splice(&old, &text))?;
+    eprintln!("xtask: bench: wrote {}", path.display());
+    Ok(())
+}
+
+const BEGIN: &str = "<!-- cargo xtask bench: begin -->";
+const END: &str = "<!-- cargo xtask bench: end -->";
+
+/// `doc` with the generated `table` between the markers (the analysis around them is kept), or
+/// the table alone when `doc` has no markers.
+fn splice(doc: &str, table: &str) -> String {
+    let generated = format!("{BEGIN}\n{table}{END}\n");
+    match (doc.find(BEGIN), doc.find(END)) {
+        (Some(start), Some(end)) if start < end => {
+            format!(
+                "{}{generated}{}",
+                &doc[..start],
+                &doc[end + END.len()..].trim_start_matches('\n')
+            )
+        }
+        _ => generated,
+    }
+}
+
+/// Where cgroup v2 is mounted (from /proc/self/mounts).
+fn cgroup2_mount() -> Option<PathBuf> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(dir))
+        })
+}
