@@ -1,27 +1,28 @@
 //! Forwarding an accepted request to the upstream and streaming the answer back.
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri, header, request::Parts};
 use http_body_util::{BodyExt as _, LengthLimitError};
 use hyper::body::Incoming;
-use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
 
 use super::{
     Client, Gateway,
     body::{self, Body, ClientFault, EndOnShutdown},
     connect::Connector,
-    headers, reply,
+    headers,
+    pool::{Pool, PoolError},
+    reply,
 };
 use crate::config::{Upstream, UpstreamAddr};
 
-/// Pooled keep-alive client for the upstream.
-pub type UpstreamClient = HttpClient<Connector, Body>;
-
-pub fn client(upstream: &Upstream, connect_timeout: Duration) -> UpstreamClient {
-    HttpClient::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(Connector::new(upstream, connect_timeout))
+/// The upstream's keep-alive connections.
+pub fn pool(upstream: &Upstream, connect_timeout: Duration) -> Arc<Pool> {
+    // What the TCP connector dials; the Unix one ignores it.
+    let target = format!("http://{}/", upstream.host())
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("http://localhost/"));
+    Pool::new(Connector::new(upstream, connect_timeout), target)
 }
 
 /// The request body to send upstream.
@@ -62,9 +63,8 @@ pub async fn forward(
         // The gateway's own token is not the upstream's business.
         headers.remove(header::AUTHORIZATION);
     }
+    // Origin-form (`/mcp?x`), as HTTP/1.1 sends to a server (not to a proxy); `Host` says where.
     let mut target = http::uri::Parts::default();
-    target.scheme = Some(http::uri::Scheme::HTTP);
-    target.authority = Some(gw.upstream_authority.clone());
     target.path_and_query = Some(
         uri.path_and_query()
             .cloned()
@@ -93,7 +93,7 @@ pub async fn forward(
     *req.uri_mut() = target;
     *req.headers_mut() = headers;
 
-    let resp = match gw.client.request(req).await {
+    let resp = match gw.pool.send(req).await {
         Ok(resp) => resp,
         Err(err) => return upstream_error(gw, client, &err, fault.as_deref()),
     };
@@ -121,9 +121,10 @@ pub async fn forward(
 fn upstream_error(
     gw: &Gateway,
     client: &Client,
-    err: &hyper_util::client::legacy::Error,
+    err: &PoolError,
     fault: Option<&ClientFault>,
 ) -> Response<Body> {
+    let is_connect = matches!(err, PoolError::Connect(_));
     if find::<LengthLimitError>(err).is_some() {
         return reply::json_rpc_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -144,14 +145,14 @@ fn upstream_error(
     }
     let io = find::<std::io::Error>(err).map(std::io::Error::kind);
     let timed_out = io == Some(std::io::ErrorKind::TimedOut);
-    if err.is_connect() && timed_out {
+    if is_connect && timed_out {
         tracing::warn!(server = %gw.name, upstream = %gw.upstream, "upstream connect timed out");
         return reply::json_rpc_error(
             StatusCode::GATEWAY_TIMEOUT,
             "Gateway timeout: the MCP server did not accept the connection in time",
         );
     }
-    if let (true, UpstreamAddr::Unix(path)) = (err.is_connect(), &gw.upstream.addr) {
+    if let (true, UpstreamAddr::Unix(path)) = (is_connect, &gw.upstream.addr) {
         let path = path.display();
         match io {
             Some(std::io::ErrorKind::NotFound) => {

@@ -40,12 +40,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    // `Connection: keep-alive` (or `close`) is the usual case: names it lists that are
+    // hop-by-hop anyway go without being parsed.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| {
+            !(token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close"))
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .filter(|name| !is_hop_by_hop(name))
         .collect();
     while let Some(name) = headers.keys().find(|n| is_hop_by_hop(n)).cloned() {

@@ -20,6 +20,7 @@ pub mod connect;
 pub mod forward;
 pub mod headers;
 pub mod mcp;
+pub mod pool;
 pub mod reply;
 
 use std::{
@@ -40,7 +41,7 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use self::{audit::Call, body::Body, forward::UpstreamClient};
+use self::{audit::Call, body::Body};
 use crate::{
     config::{ConfigError, Limits, ServerSettings, Upstream},
     credentials::{self, CredentialStore},
@@ -102,15 +103,14 @@ pub struct Gateway {
     pub policy: Policy,
     pub mcp: McpPolicy,
     pub upstream: Upstream,
-    /// The upstream's authority and `Host` value, parsed once.
-    pub(super) upstream_authority: http::uri::Authority,
+    /// The upstream's `Host` value, parsed once.
     pub(super) upstream_host: http::HeaderValue,
     /// The bearer tokens every request must present, when configured.
     pub credentials: Option<Arc<CredentialStore>>,
     /// HTTPS, when configured (with client certificates when it has a client CA).
     pub tls: Option<Arc<TlsStore>>,
     pub limits: Limits,
-    pub client: UpstreamClient,
+    pub pool: Arc<pool::Pool>,
     /// Fires on SIGINT/SIGTERM: SSE streams end, the accept loop stops.
     pub shutdown: CancellationToken,
     /// The process-wide rejection log limiter.
@@ -152,11 +152,6 @@ impl Gateway {
             value: settings.upstream.to_string(),
             why,
         };
-        let upstream_authority: http::uri::Authority = settings
-            .upstream
-            .host()
-            .parse()
-            .map_err(|e| bad_upstream(format!("{e}")))?;
         let upstream_host = http::HeaderValue::from_str(settings.upstream.host())
             .map_err(|e| bad_upstream(format!("{e}")))?;
         let stats = metrics.server(index);
@@ -168,13 +163,12 @@ impl Gateway {
             why: e.why,
         })?;
         Ok(Self {
-            client: forward::client(&settings.upstream, settings.limits.connect_timeout),
+            pool: forward::pool(&settings.upstream, settings.limits.connect_timeout),
             name: settings.name,
             listen_port: settings.listen.port(),
             policy,
             mcp,
             upstream: settings.upstream,
-            upstream_authority,
             upstream_host,
             credentials: settings
                 .credentials
