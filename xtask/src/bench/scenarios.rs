@@ -341,13 +341,13 @@ pub fn sse(b: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     rows.push(
         Row::new(
             format!(
-                "SSE, {streams} streams × {rate} events/s: added delay p99 (direct p99 {base:.3} ms)"
+                "SSE, {streams} streams × {rate} events/s: event delay p99 (direct {base:.3} ms)"
             ),
-            (p99(&gw) - base).max(0.0),
-            Some((p99(&ng) - base).max(0.0)),
+            p99(&gw),
+            Some(p99(&ng)),
             "ms",
         )
-        .absolute("≤ 1 ms", |v| v <= 1.0),
+        .absolute("≤ direct + 1 ms", move |v| v - base <= 1.0),
     );
     Ok(())
 }
@@ -465,6 +465,23 @@ pub fn startup(b: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The run time (ns) the kernel has accounted to the BPF programs `pid` holds open, from their
+/// fdinfo (needs `kernel.bpf_stats_enabled`).
+fn program_time_ns(pid: u32) -> u64 {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .filter(|info| info.contains("prog_type:"))
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("run_time_ns:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
 /// Throughput straight to the upstream, with the kernel programs attached to its cgroup and
 /// without: on the protected port, and on an unrelated one. Root only.
 pub fn kernel(b: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
@@ -476,6 +493,11 @@ pub fn kernel(b: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         PathBuf::from("/sys/fs/bpf").join(format!("mcp-gateway-bench-k-{}", std::process::id()));
     let rounds = if b.smoke { 1 } else { 3 };
     let mut runs: [Vec<f64>; 4] = Default::default();
+    // The kernel's own accounting of the programs' run time (off by default: it costs a little).
+    let stats = "/proc/sys/kernel/bpf_stats_enabled";
+    let stats_were = std::fs::read_to_string(stats).unwrap_or_default();
+    let _ = std::fs::write(stats, "1");
+    let mut per_request = Vec::new();
     for _ in 0..rounds {
         runs[0].push(b.wrk(b.upstream_port, 32, None)?.rps);
         runs[1].push(b.wrk(b.unrelated_port, 32, None)?.rps);
@@ -500,7 +522,11 @@ pub fn kernel(b: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             waited += 1;
         }
         thread::sleep(Duration::from_millis(200));
-        runs[2].push(b.wrk(b.upstream_port, 32, None)?.rps);
+        let before = program_time_ns(enforcing.pid());
+        let protected = b.wrk(b.upstream_port, 32, None)?;
+        let spent = program_time_ns(enforcing.pid()).saturating_sub(before);
+        per_request.push(spent as f64 / protected.requests);
+        runs[2].push(protected.rps);
         runs[3].push(b.wrk(b.unrelated_port, 32, None)?.rps);
         drop(enforcing);
         let _ = Command::new(&b.gateway_bin)
@@ -508,10 +534,18 @@ pub fn kernel(b: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             .arg(&pin_dir)
             .output();
     }
+    let _ = std::fs::write(stats, stats_were.trim());
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    let ns = median(&mut per_request);
+    rows.push(Row::new(
+        "kernel programs' own run time per request (bpf_stats; every packet of it)".into(),
+        ns / 1000.0,
+        None,
+        "µs",
+    ));
     let [mut off_p, mut off_u, mut on_p, mut on_u] = runs;
     let (off_p, off_u, on_p, on_u) = (
         median(&mut off_p),
