@@ -95,7 +95,7 @@ async fn bind(servers: Vec<ServerSettings>) -> anyhow::Result<Vec<(ServerSetting
             tracing::warn!(server = %server.name, listen = %server.listen, "allow_sources has no effect on a loopback listener: only this host can connect, and loopback is always allowed");
         }
         let listen = server.listen;
-        let listener = TcpListener::bind(listen).await.with_context(|| {
+        let listener = proxy::listen(listen).with_context(|| {
             format!(
                 "server `{}`: listening on {listen}: is another process using it? Choose another \
                  address with --listen (or `listen` in its [[server]] table)",

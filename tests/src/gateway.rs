@@ -43,6 +43,7 @@ impl Default for Options {
                 max_headers: 64,
                 max_connections: 512,
                 connect_timeout: Duration::from_secs(5),
+                response_timeout: Duration::from_secs(300),
                 shutdown_grace: Duration::from_secs(10),
             },
             mcp: McpSettings::default(),

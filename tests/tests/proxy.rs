@@ -571,24 +571,56 @@ async fn upstream_that_never_accepts_gives_504_after_the_connect_timeout() {
 }
 
 #[tokio::test]
-async fn connections_over_the_cap_wait_for_a_free_slot() {
+async fn at_the_cap_a_new_request_closes_the_connection_idle_longest() {
     let upstream = Upstream::start().await;
     let mut opts = Options::default();
     opts.limits.max_connections = 1;
     let gw = TestGateway::start(upstream.addr, opts).await;
-    let host = gw.host();
-    // The only slot: an idle keep-alive connection.
-    let holder = TcpStream::connect(gw.addr).await.unwrap();
+    // The only slot: a connection that never sends a request (a slow client, or an idle one).
+    let mut holder = TcpStream::connect(gw.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let req = request("POST", "/mcp", &[("host", host.as_bytes()), JSON], INIT);
-    let second = tokio::spawn(send_full(gw.addr, req));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!second.is_finished(), "served beyond the connection cap");
-    assert!(upstream.requests().is_empty());
-    drop(holder);
-    let (resp, _) = tokio::time::timeout(Duration::from_secs(5), second)
+    let (resp, _) = tokio::time::timeout(Duration::from_secs(5), post_init(&gw))
         .await
-        .expect("served once the slot was free")
-        .unwrap();
+        .expect("a new client is served at once, not after the idle one's header timeout");
     assert_eq!(resp.status(), StatusCode::OK);
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(2), holder.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the idle connection was not closed: {closed:?}"
+    );
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn at_the_cap_with_every_connection_busy_upstream_a_new_client_gets_503() {
+    // An upstream that accepts and never answers keeps the one slot busy.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let mut opts = Options::default();
+    opts.limits.max_connections = 1;
+    opts.limits.response_timeout = Duration::from_secs(2);
+    let gw = TestGateway::start(silent_addr, opts).await;
+    let host = gw.host();
+    let busy = tokio::spawn(send_full(
+        gw.addr,
+        request("POST", "/mcp", &[("host", host.as_bytes()), JSON], INIT),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (resp, body) = post_init(&gw).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert!(
+        json_rpc_error(&body).contains("connection limit"),
+        "{body:?}"
+    );
+    // The forwarded request was never cut for the newcomer: it ends at the response timeout.
+    let (resp, _) = busy.await.unwrap();
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
 }

@@ -96,6 +96,7 @@ server_keys! {
     max_headers: usize,
     max_connections: usize,
     connect_timeout_secs: f64,
+    response_timeout_secs: f64,
     shutdown_grace_secs: f64,
     /// Only the gateway may connect to this server's upstream port (kernel layer).
     exclusive_upstream: bool,

@@ -127,6 +127,10 @@ pub struct RunArgs {
     /// Seconds to wait for the upstream to accept a connection [default: 5]; then 504.
     #[arg(long, env = "MCP_GATEWAY_CONNECT_TIMEOUT_SECS")]
     pub connect_timeout_secs: Option<f64>,
+    /// Seconds the upstream has to answer a forwarded request with a response head
+    /// [default: 300]; then 504. An SSE stream's events may take longer.
+    #[arg(long, env = "MCP_GATEWAY_RESPONSE_TIMEOUT_SECS")]
+    pub response_timeout_secs: Option<f64>,
     /// Seconds in-flight requests get to finish on SIGINT/SIGTERM [default: 10].
     #[arg(long, env = "MCP_GATEWAY_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<f64>,
@@ -323,6 +327,8 @@ pub struct Limits {
     pub max_headers: usize,
     pub max_connections: usize,
     pub connect_timeout: Duration,
+    /// From forwarding a request to its response head.
+    pub response_timeout: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -341,6 +347,7 @@ impl RunArgs {
             max_headers: self.max_headers,
             max_connections: self.max_connections,
             connect_timeout_secs: self.connect_timeout_secs,
+            response_timeout_secs: self.response_timeout_secs,
             shutdown_grace_secs: self.shutdown_grace_secs,
             exclusive_upstream: self.ebpf.exclusive_upstream,
             allow_cgroups: self.ebpf.allow_cgroups.clone(),
@@ -571,6 +578,7 @@ fn server(
         max_headers: positive("max_headers", keys.max_headers, 64)?,
         max_connections: positive("max_connections", keys.max_connections, 512)?,
         connect_timeout: secs("connect_timeout_secs", keys.connect_timeout_secs, 5.0)?,
+        response_timeout: secs("response_timeout_secs", keys.response_timeout_secs, 300.0)?,
         shutdown_grace: secs("shutdown_grace_secs", keys.shutdown_grace_secs, 10.0)?,
     };
     // hyper's smallest read buffer.

@@ -40,7 +40,10 @@ use self::{
 };
 use crate::{
     ebpf::{counters::Counter, enforce::KernelCheck},
-    proxy::body::{Body, BoxError},
+    proxy::{
+        accept::Shed,
+        body::{Body, BoxError},
+    },
 };
 
 /// Default `--metrics-listen`.
@@ -142,6 +145,10 @@ pub struct ServerStats {
     certificate_not_after: AtomicI64,
     upstream: Mutex<Histogram>,
     open_connections: AtomicI64,
+    /// Connections accepted at the cap, held until their first request.
+    pending_connections: AtomicI64,
+    /// Connections shed at the cap, by [`Shed`] (in `Shed::ALL` order).
+    shed: [AtomicU64; 3],
     sse_streams: Arc<AtomicI64>,
 }
 
@@ -157,6 +164,8 @@ impl ServerStats {
             certificate_not_after: AtomicI64::new(0),
             upstream: Mutex::new(Histogram::default()),
             open_connections: AtomicI64::new(0),
+            pending_connections: AtomicI64::new(0),
+            shed: Default::default(),
             sse_streams: Arc::new(AtomicI64::new(0)),
         }
     }
@@ -224,6 +233,17 @@ impl ServerStats {
     pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
         self.open_connections.fetch_add(1, Ordering::Relaxed);
         ConnectionGuard(self.clone())
+    }
+
+    /// Counts a pending connection until the guard drops.
+    pub fn pending_connection(self: &Arc<Self>) -> PendingGuard {
+        self.pending_connections.fetch_add(1, Ordering::Relaxed);
+        PendingGuard(self.clone())
+    }
+
+    /// A connection shed at the cap.
+    pub fn shed(&self, why: Shed) {
+        self.shed[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an SSE stream until its body is dropped (stream ended or client gone).
@@ -494,7 +514,11 @@ impl Metrics {
         let per_server = [
             (
                 "mcp_gateway_open_connections",
-                "Client connections open now.",
+                "Client connections served now (at most max_connections).",
+            ),
+            (
+                "mcp_gateway_pending_connections",
+                "Client connections accepted at max_connections and held until their first request is complete (slow clients show here).",
             ),
             ("mcp_gateway_sse_streams", "SSE streams being relayed now."),
         ];
@@ -503,9 +527,27 @@ impl Metrics {
             for s in &self.servers {
                 let value = match name {
                     "mcp_gateway_open_connections" => s.open_connections.load(Ordering::Relaxed),
+                    "mcp_gateway_pending_connections" => {
+                        s.pending_connections.load(Ordering::Relaxed)
+                    }
                     _ => s.sse_streams.load(Ordering::Relaxed),
                 };
                 enc.sample(name, &[("server", &s.name)], value);
+            }
+        }
+
+        enc.family(
+            "mcp_gateway_connections_shed",
+            Kind::Counter,
+            "Client connections shed at max_connections, by why: evicted, a connection waiting on its client (a slow client, an idle keep-alive) closed for a new client's request; pending, the oldest of the connections held without a request closed for a newer one; busy, a new client's request answered 503 as every connection was busy upstream.",
+        );
+        for s in &self.servers {
+            for why in Shed::ALL {
+                enc.sample(
+                    "mcp_gateway_connections_shed_total",
+                    &[("server", &s.name), ("why", why.as_str())],
+                    s.shed[why as usize].load(Ordering::Relaxed),
+                );
             }
         }
 
@@ -592,6 +634,16 @@ pub struct ConnectionGuard(Arc<ServerStats>);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Holds one `mcp_gateway_pending_connections`.
+#[derive(Debug)]
+pub struct PendingGuard(Arc<ServerStats>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.pending_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

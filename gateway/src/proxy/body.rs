@@ -103,6 +103,53 @@ pub async fn read_bounded(mut body: Body, max: usize) -> Result<Bytes, BoxError>
     Ok(out.freeze())
 }
 
+/// An upstream answer's body that, once dropped (sent whole, or the client went away), leaves
+/// its connection waiting on the client again: evictable at the cap.
+pub struct Released<B> {
+    inner: B,
+    slot: Arc<super::slots::Slot>,
+}
+
+impl<B> Released<B>
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    pub fn wrap(inner: B, slot: Arc<super::slots::Slot>) -> Body {
+        Self { inner, slot }.boxed_unsync()
+    }
+}
+
+impl<B> HttpBody for Released<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Released<B> {
+    fn drop(&mut self) {
+        self.slot.waiting();
+    }
+}
+
 /// A streamed upstream body that ends (cleanly, at a frame boundary) when `shutdown` fires.
 ///
 /// Used for SSE: such streams are idle by design and would otherwise hold a graceful shutdown

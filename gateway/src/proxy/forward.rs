@@ -3,12 +3,12 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri, header, request::Parts};
-use http_body_util::{BodyExt as _, LengthLimitError};
+use http_body_util::LengthLimitError;
 use hyper::body::Incoming;
 
 use super::{
     Client, Gateway,
-    body::{self, Body, ClientFault, EndOnShutdown},
+    body::{self, Body, ClientFault, EndOnShutdown, Released},
     connect::Connector,
     headers,
     pool::{Pool, PoolError},
@@ -93,9 +93,33 @@ pub async fn forward(
     *req.uri_mut() = target;
     *req.headers_mut() = headers;
 
-    let resp = match gw.pool.send(req).await {
-        Ok(resp) => resp,
-        Err(err) => return upstream_error(gw, client, &err, fault.as_deref()),
+    // A connection closed to make room forwards nothing; one that forwards is never closed.
+    if !client.slot.forwarding() {
+        return reply::json_rpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable: the gateway is at its connection limit",
+        );
+    }
+    // Connecting has its own timeout; this one bounds a hung MCP server (it never answers).
+    let sent = tokio::time::timeout(gw.limits.response_timeout, gw.pool.send(req)).await;
+    if !matches!(sent, Ok(Ok(_))) {
+        client.slot.waiting();
+    }
+    let resp = match sent {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(err)) => return upstream_error(gw, client, &err, fault.as_deref()),
+        Err(_) => {
+            if gw
+                .rejections
+                .admit(&format!("{} upstream timeout", gw.name))
+            {
+                tracing::warn!(server = %gw.name, upstream = %gw.upstream, timeout = ?gw.limits.response_timeout, "the upstream did not answer in time (response_timeout_secs): is the MCP server hung?");
+            }
+            return reply::json_rpc_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Gateway timeout: the MCP server did not answer in time",
+            );
+        }
     };
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -105,7 +129,7 @@ pub async fn forward(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
-    let body = body.map_err(body::BoxError::from).boxed_unsync();
+    let body = Released::wrap(body, client.slot.clone());
     // SSE streams end cleanly on shutdown and are counted while open.
     let body = if is_sse {
         gw.stats
@@ -145,8 +169,12 @@ fn upstream_error(
     }
     let io = find::<std::io::Error>(err).map(std::io::Error::kind);
     let timed_out = io == Some(std::io::ErrorKind::TimedOut);
+    // Every accepted request can fail while the upstream is down: logged rate-limited.
+    let log = |what: &str| gw.rejections.admit(&format!("{} upstream {what}", gw.name));
     if is_connect && timed_out {
-        tracing::warn!(server = %gw.name, upstream = %gw.upstream, "upstream connect timed out");
+        if log("connect timeout") {
+            tracing::warn!(server = %gw.name, upstream = %gw.upstream, "upstream connect timed out");
+        }
         return reply::json_rpc_error(
             StatusCode::GATEWAY_TIMEOUT,
             "Gateway timeout: the MCP server did not accept the connection in time",
@@ -156,14 +184,18 @@ fn upstream_error(
         let path = path.display();
         match io {
             Some(std::io::ErrorKind::NotFound) => {
-                tracing::warn!(server = %gw.name, socket = %path, "the upstream socket does not exist: is the MCP server running, and listening on this path?");
+                if log("socket missing") {
+                    tracing::warn!(server = %gw.name, socket = %path, "the upstream socket does not exist: is the MCP server running, and listening on this path?");
+                }
                 return reply::json_rpc_error(
                     StatusCode::BAD_GATEWAY,
                     &format!("Bad gateway: the MCP server's socket {path} does not exist"),
                 );
             }
             Some(std::io::ErrorKind::PermissionDenied) => {
-                tracing::warn!(server = %gw.name, socket = %path, user = %gw.user, "permission denied on the upstream socket: give the gateway's user access to it (group or mode of the socket and its directories)");
+                if log("socket permission") {
+                    tracing::warn!(server = %gw.name, socket = %path, user = %gw.user, "permission denied on the upstream socket: give the gateway's user access to it (group or mode of the socket and its directories)");
+                }
                 return reply::json_rpc_error(
                     StatusCode::BAD_GATEWAY,
                     &format!("Bad gateway: permission denied on the MCP server's socket {path}"),
@@ -172,7 +204,9 @@ fn upstream_error(
             _ => {}
         }
     }
-    tracing::warn!(server = %gw.name, upstream = %gw.upstream, error = %err, cause = ?std::error::Error::source(err), "upstream request failed");
+    if log("failed") {
+        tracing::warn!(server = %gw.name, upstream = %gw.upstream, error = %err, cause = ?std::error::Error::source(err), "upstream request failed");
+    }
     reply::json_rpc_error(
         StatusCode::BAD_GATEWAY,
         "Bad gateway: the MCP server is unreachable or closed the connection",

@@ -2,7 +2,8 @@
 //! the Host/Origin policy and the MCP checks accepted it.
 //!
 //! A request passes these layers, top to bottom; the first that answers ends it:
-//! 1. connection (`serve`): max connections, TLS handshake (client certificate checked there),
+//! 1. connection (`serve`): max connections (at the cap the longest waiter on its client is
+//!    closed for the new one: `slots`), TLS handshake (client certificate checked there),
 //!    header read timeout, header size/count caps;
 //! 2. lockdown: while the server's ports are locked, 503 to anything that still arrives;
 //! 3. source allowlist (non-loopback listeners): 403 for a client address not on it;
@@ -14,6 +15,7 @@
 //! 9. MCP messages (`mcp`): read whole and checked (415, 400, 403) before anything is sent;
 //! 10. forwarding: streamed both ways, hop-by-hop headers stripped, upstream Host set;
 //! 11. the answer: `tools/list` filtered, the allowed origin's CORS headers added, audited.
+pub mod accept;
 pub mod audit;
 pub mod body;
 pub mod connect;
@@ -21,10 +23,11 @@ pub mod forward;
 pub mod headers;
 pub mod mcp;
 pub mod pool;
+pub mod probation;
 pub mod reply;
+pub mod slots;
 
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     sync::{
         Arc,
@@ -33,14 +36,10 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode, header, request::Parts};
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-};
-use tokio::{net::TcpListener, sync::Semaphore};
+use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
+pub use self::accept::{listen, serve};
 use self::{audit::Call, body::Body};
 use crate::{
     config::{ConfigError, Limits, ServerSettings, Upstream},
@@ -63,6 +62,8 @@ pub struct Client {
     /// The client's credential: its certificate's from the TLS handshake, else its bearer
     /// token's once the auth layer accepted it.
     pub credential: Option<Identity>,
+    /// The connection's slot: whether it may be evicted to make room for a new one.
+    pub slot: Arc<slots::Slot>,
 }
 
 /// A client's credential.
@@ -110,6 +111,8 @@ pub struct Gateway {
     /// HTTPS, when configured (with client certificates when it has a client CA).
     pub tls: Option<Arc<TlsStore>>,
     pub limits: Limits,
+    /// The open client connections, at most `limits.max_connections`.
+    pub slots: Arc<slots::Slots>,
     pub pool: Arc<pool::Pool>,
     /// Fires on SIGINT/SIGTERM: SSE streams end, the accept loop stops.
     pub shutdown: CancellationToken,
@@ -176,6 +179,7 @@ impl Gateway {
             tls: settings
                 .tls
                 .map(|t| Arc::new(TlsStore::new(t.files, &t.loaded, t.version))),
+            slots: slots::Slots::new(settings.limits.max_connections),
             limits: settings.limits,
             shutdown,
             rejections,
@@ -195,6 +199,8 @@ impl Gateway {
 
     /// Every request, counted by credential, method and final status.
     pub async fn handle(&self, mut client: Client, req: Request<Incoming>) -> Response<Body> {
+        // A request head arrived: the connection is the newest waiter until it is forwarded.
+        client.slot.waiting();
         let method = req.method().clone();
         let resp = self.route(&mut client, req).await;
         self.stats.request(
@@ -418,146 +424,4 @@ fn declared_length(parts: &Parts) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// Accepts connections until `gw.shutdown` fires, then drains them for up to the grace period.
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> anyhow::Result<()> {
-    let limits = gw.limits.clone();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers)
-        .keep_alive(true);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
-
-    loop {
-        // Wait for a free slot before accepting: over the cap, clients queue in the backlog.
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit?,
-            () = gw.shutdown.cancelled() => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = gw.shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let open = gw.stats.connection();
-        let (gw, http, watcher) = (gw.clone(), http.clone(), graceful.watcher());
-        // The handshake runs in the connection's task: a slow one never holds up accepting.
-        tokio::spawn(async move {
-            let client = Client {
-                peer,
-                forwarded: headers::ForwardedFor::new(peer),
-                credential: None,
-            };
-            let result = match &gw.tls {
-                None => {
-                    let conn =
-                        http.serve_connection(TokioIo::new(stream), service(gw.clone(), client));
-                    watcher.watch(conn).await
-                }
-                Some(tls) => match handshake(&gw, tls, stream, peer).await {
-                    Some((stream, credential)) => {
-                        let client = Client {
-                            credential,
-                            ..client
-                        };
-                        let conn = http
-                            .serve_connection(TokioIo::new(stream), service(gw.clone(), client));
-                        watcher.watch(conn).await
-                    }
-                    None => Ok(()),
-                },
-            };
-            if let Err(err) = result {
-                tracing::debug!(server = %gw.name, peer = %peer, error = %err, "connection ended with an error");
-            }
-            drop((permit, open));
-        });
-    }
-
-    tracing::info!(
-        server = %gw.name,
-        grace = ?limits.shutdown_grace,
-        "shutting down: no new connections; letting in-flight requests finish"
-    );
-    drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown deadline reached; closing the remaining connections");
-    }
-    Ok(())
-}
-
-/// Every request of one connection, from `client`.
-fn service(
-    gw: Arc<Gateway>,
-    client: Client,
-) -> impl hyper::service::Service<
-    Request<Incoming>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
-> {
-    service_fn(move |req| {
-        let (gw, client) = (gw.clone(), client.clone());
-        async move { Ok::<_, Infallible>(gw.handle(client, req).await) }
-    })
-}
-
-/// The TLS handshake, within the header timeout: the stream and the client certificate's
-/// credential (when client certificates are required), or `None` when it failed (counted
-/// and logged as the client's, rate-limited).
-async fn handshake(
-    gw: &Gateway,
-    tls: &TlsStore,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-) -> Option<(
-    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    Option<Identity>,
-)> {
-    let accepted = tokio::time::timeout(gw.limits.header_timeout, tls.acceptor().accept(stream));
-    let why = match accepted.await {
-        Ok(Ok(stream)) => {
-            let credential = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|cert| crate::tls::names::info(cert).ok())
-                .and_then(|info| {
-                    crate::tls::names::identity(&info.names, &tls.files().client_names)
-                })
-                .map(|name| gw.identity(&name));
-            return Some((stream, credential));
-        }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("no handshake within {:?}", gw.limits.header_timeout),
-    };
-    let ip = peer.ip().to_canonical().to_string();
-    let client = Client {
-        peer,
-        forwarded: headers::ForwardedFor::new(peer),
-        credential: None,
-    };
-    if gw.refusal(&client, gateway_common::Reason::Tls, &ip) {
-        tracing::warn!(
-            server = %gw.name, reason = "tls", peer = %peer, error = %why,
-            "refused a TLS handshake (the client's error: no or an untrusted client certificate, a name not allowed, or not TLS)"
-        );
-    }
-    None
 }
