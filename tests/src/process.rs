@@ -13,6 +13,8 @@ pub struct ChildGuard {
     stdout: BufReader<ChildStdout>,
     /// Lines of stderr, when captured (`spawn_logged`).
     stderr: Option<mpsc::Receiver<String>>,
+    /// The stderr lines `wait_for_log` has read so far.
+    seen: Vec<String>,
 }
 
 impl ChildGuard {
@@ -28,6 +30,7 @@ impl ChildGuard {
             child,
             stdout,
             stderr: None,
+            seen: Vec::new(),
         }
     }
 
@@ -55,11 +58,23 @@ impl ChildGuard {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
                 Err(_) => panic!("no log line containing {needle:?} within {timeout:?}"),
             }
         }
+    }
+
+    /// A stderr line containing `needle` among those `wait_for_log` has already read.
+    pub fn logged(&self, needle: &str) -> Option<&str> {
+        self.seen
+            .iter()
+            .find(|line| line.contains(needle))
+            .map(String::as_str)
     }
 
     /// The next line the child printed (without the newline).
@@ -74,6 +89,27 @@ impl ChildGuard {
 
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the child.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child, not yet reaped, so the pid is still its.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// Waits up to `timeout` for the child to exit; its status, or `None` if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// A crash: SIGKILL, no chance to clean up, then reaped (as a supervisor would), so its

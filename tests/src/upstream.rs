@@ -2,6 +2,7 @@
 //!
 //! Routes:
 //! - `/status/NNN`: answers with that status (and an `mcp-session-id` header);
+//! - `/slow?ms=N`: answers like the default route after N ms;
 //! - `/sse?events=N&every_ms=M`: an SSE stream of N events, one every M ms, recording when each
 //!   was sent and when the stream was dropped (client gone);
 //! - a `tools/list` request: the tools [`TOOLS`], as JSON, or as an SSE stream (a progress
@@ -64,9 +65,12 @@ impl Drop for Upstream {
 
 impl Upstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
+        Self::start_on(([127, 0, 0, 1], 0).into()).await
+    }
+
+    /// The upstream on a given address (e.g. one a gateway already points at).
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let log = Arc::new(Mutex::new(Log::default()));
         let accept_log = log.clone();
@@ -191,6 +195,16 @@ async fn handle(
             .unwrap_or(StatusCode::IM_A_TEAPOT);
         let mut r = Response::new(full(format!("status {code}")));
         *r.status_mut() = status;
+        r
+    } else if path == "/slow" {
+        let ms = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("ms=")?.parse().ok())
+            .unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let mut r = Response::new(full(format!("{{\"slept_ms\":{ms}}}")));
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
         r
     } else if path == "/sse" {
         sse(&query, log)

@@ -1,5 +1,6 @@
 //! Body plumbing: one boxed body type both ways, a size cap on requests, the client's framing
-//! errors told apart from the upstream's, and SSE streams that end cleanly on shutdown.
+//! errors told apart from the upstream's, and SSE streams that end cleanly on shutdown or when
+//! the upstream fails.
 use std::{
     pin::Pin,
     sync::{Arc, OnceLock},
@@ -150,20 +151,29 @@ impl<B> Drop for Released<B> {
     }
 }
 
-/// A streamed upstream body that ends (cleanly, at a frame boundary) when `shutdown` fires.
+/// Called once when an SSE stream's upstream fails mid-stream.
+pub type OnUpstreamError = Box<dyn FnOnce(&BoxError) + Send>;
+
+/// An SSE stream from the upstream that ends cleanly (at a frame boundary, with the chunked
+/// terminator) when `shutdown` fires or when the upstream fails mid-stream.
 ///
-/// Used for SSE: such streams are idle by design and would otherwise hold a graceful shutdown
-/// until its deadline, then be cut mid-stream.
+/// On shutdown: such streams are idle by design and would otherwise hold a graceful shutdown
+/// until its deadline, then be cut mid-stream. On an upstream failure (the MCP server died or
+/// was restarted): cutting the client's connection would make it see a transport error, while
+/// a clean end is what SSE clients resume from (reconnect with `Last-Event-ID`); an event cut in
+/// half is discarded by the client, as the SSE format says for a stream ending mid-event.
 pub struct EndOnShutdown {
     inner: Body,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    on_error: Option<OnUpstreamError>,
 }
 
 impl EndOnShutdown {
-    pub fn wrap(inner: Body, shutdown: CancellationToken) -> Body {
+    pub fn wrap(inner: Body, shutdown: CancellationToken, on_error: OnUpstreamError) -> Body {
         Self {
             inner,
             shutdown: Box::pin(shutdown.cancelled_owned()),
+            on_error: Some(on_error),
         }
         .boxed_unsync()
     }
@@ -178,8 +188,15 @@ impl HttpBody for EndOnShutdown {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // Data already available wins over shutdown, so no event is cut in half.
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            return Poll::Ready(frame);
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(report) = self.on_error.take() {
+                    report(&e);
+                }
+                return Poll::Ready(None);
+            }
+            Poll::Ready(frame) => return Poll::Ready(frame),
+            Poll::Pending => {}
         }
         ready!(self.shutdown.as_mut().poll(cx));
         Poll::Ready(None)

@@ -130,10 +130,21 @@ pub async fn forward(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     let body = Released::wrap(body, client.slot.clone());
-    // SSE streams end cleanly on shutdown and are counted while open.
+    // SSE streams end cleanly on shutdown or an upstream failure, and are counted while open.
+    // Other bodies cut short stay cut: a truncated JSON answer must not look complete.
     let body = if is_sse {
+        let (rejections, name, upstream) = (
+            gw.rejections.clone(),
+            gw.name.clone(),
+            gw.upstream.to_string(),
+        );
+        let on_error: body::OnUpstreamError = Box::new(move |err| {
+            if rejections.admit(&format!("{name} upstream stream")) {
+                tracing::warn!(server = %name, %upstream, error = %err, "the upstream failed mid-stream (MCP server restarted or crashed?): ended the client's SSE stream cleanly so it can resume");
+            }
+        });
         gw.stats
-            .track_sse(EndOnShutdown::wrap(body, gw.shutdown.clone()))
+            .track_sse(EndOnShutdown::wrap(body, gw.shutdown.clone(), on_error))
     } else {
         body
     };
