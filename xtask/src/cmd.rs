@@ -87,3 +87,17 @@ pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     run(&mut apt(&["update"]))?;
     run(apt(&["install", "-y", "--no-install-recommends"]).args(packages))
 }
+
+/// The CPU model, CPU count and kernel, for reports.
+pub fn machine() -> String {
+    let model = output(&mut Command::new("lscpu"))
+        .and_then(|out| {
+            out.lines()
+                .find_map(|l| l.strip_prefix("Model name:"))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let kernel = output(Command::new("uname").arg("-r")).unwrap_or_else(|| "?".to_owned());
+    format!("{model}, {cpus} CPUs, Linux {kernel}")
+}

@@ -1,9 +1,10 @@
-//! Project chores: `cargo xtask setup | run | test | bench | lint | deb`.
+//! Project chores: `cargo xtask setup | run | test | bench | lint | soak | deb`.
 mod bench;
 mod cmd;
 mod deb;
 mod run;
 mod setup;
+mod soak;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,9 @@ enum Task {
     /// Check formatting (nightly rustfmt) and run clippy with -D warnings, the eBPF crate on its
     /// own target.
     Lint,
+    /// The release gateway under mixed allowed, attack and SSE traffic for N minutes, with its
+    /// upstream restarted every minute; checks counters, RSS and descriptors stay exact and flat.
+    Soak(soak::Options),
     /// Build the Debian package (cargo-deb, installed if missing) into target/debian/.
     Deb,
 }
@@ -49,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => test::test(&args),
         Task::Bench(options) => bench::bench(&options),
         Task::Lint => test::lint(),
+        Task::Soak(options) => soak::soak(&options),
         Task::Deb => deb::deb().map(drop),
     }
 }

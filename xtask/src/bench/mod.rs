@@ -95,14 +95,6 @@ impl Row {
 }
 
 fn machine() -> String {
-    let get = |program: &str, args: &[&str]| {
-        cmd::output(Command::new(program).args(args)).unwrap_or_else(|| "?".to_owned())
-    };
-    let model = get("lscpu", &[])
-        .lines()
-        .find_map(|l| l.strip_prefix("Model name:"))
-        .map_or_else(|| "?".to_owned(), |m| m.trim().to_owned());
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let nginx = Command::new("nginx")
         .arg("-v")
         .output()
@@ -120,10 +112,7 @@ fn machine() -> String {
                 .to_owned()
         })
         .unwrap_or_default();
-    format!(
-        "{model}, {cpus} CPUs, Linux {}; {nginx}; {wrk}",
-        get("uname", &["-r"]).trim()
-    )
+    format!("{}; {nginx}; {wrk}", cmd::machine())
 }
 
 fn report(rows: &[Row], topo: &Topology, options: &Options, commit: &str) -> String {
