@@ -18,7 +18,7 @@ use crate::{
     lockdown,
     mcp::audit::AuditLog,
     metrics::{self, Metrics, ServerInfo},
-    proxy::{self, Gateway},
+    proxy::{self, Gateway, slots::PENDING_PER_SLOT},
     reload,
     security_log::{self, RejectionLog},
 };
@@ -33,7 +33,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     init_tracing(settings.log_format);
-    raise_open_files_limit();
+    let open_files = raise_open_files_limit();
+    let needed = descriptors_needed(settings.servers.iter().map(|s| s.limits.max_connections));
+    if let Some(limit) = open_files.filter(|&limit| limit < needed) {
+        tracing::warn!(
+            limit,
+            needed,
+            "the open-files limit is below what max_connections needs (each slot, its pending \
+             connections and its upstream connection are descriptors): at the limit new \
+             connections fail. Raise it (LimitNOFILE= in the unit, ulimit -n) or lower \
+             max_connections"
+        );
+    }
     // One worker: a single-threaded runtime, with no work-stealing or cross-thread wakeups (the
     // per-core shape nginx workers have). More: tokio's multi-threaded scheduler.
     let runtime = match settings.workers {
@@ -51,21 +62,37 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Raises the soft limit on open files to the hard limit: each client connection and each
-/// upstream connection is a file descriptor, and the usual soft limit (1024) is below
-/// `max_connections` times two for busy gateways.
-fn raise_open_files_limit() {
+/// upstream connection is a file descriptor, and the usual soft limit (1024) is below what the
+/// default `max_connections` needs. Returns the limit now in force, if it could be read.
+fn raise_open_files_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
         }
     }
+    Some(limit.rlim_cur)
+}
+
+/// The descriptors a gateway with these `max_connections` may hold at once: per slot, the
+/// served connection, its pending ones ([`PENDING_PER_SLOT`]) and an upstream connection; plus
+/// a margin for listeners, the metrics endpoint, files and the kernel layer's maps.
+fn descriptors_needed(caps: impl Iterator<Item = usize>) -> u64 {
+    let per_slot = 2 + PENDING_PER_SLOT as u64;
+    caps.map(|cap| cap as u64 * per_slot).sum::<u64>() + 128
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the default `info` level.
@@ -375,4 +402,27 @@ fn spawn_signal_handler(
         shutdown.cancel();
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_descriptor_budget_counts_every_tier_of_every_server() {
+        let cases: &[(&[usize], u64)] = &[
+            (&[], 128),
+            (&[1], 128 + 10),
+            // The default cap needs more than the usual soft limit of 1024: hence the raise.
+            (&[512], 128 + 5120),
+            (&[512, 64], 128 + 5120 + 640),
+        ];
+        for (caps, want) in cases {
+            assert_eq!(
+                descriptors_needed(caps.iter().copied()),
+                *want,
+                "caps {caps:?}"
+            );
+        }
+    }
 }
