@@ -14,6 +14,7 @@ pub mod pki;
 pub mod probe;
 pub mod process;
 pub mod prometheus;
+pub mod smuggling;
 pub mod tls;
 pub mod tools;
 pub mod upstream;

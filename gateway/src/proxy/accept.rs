@@ -13,10 +13,10 @@ use tokio::net::{TcpListener, TcpStream};
 use super::{
     Client, Gateway, Identity,
     body::Body,
-    headers, probation, reply,
+    head_watch, probation, reply,
     slots::{Admission, Lease, NotServed, Pending},
 };
-use crate::tls::TlsStore;
+use crate::{config::Limits, tls::TlsStore};
 
 /// Pending connections the kernel may queue for `accept` (it caps this at
 /// `net.core.somaxconn`, 4096 by default since Linux 5.4).
@@ -59,6 +59,21 @@ impl Shed {
     }
 }
 
+/// The HTTP/1.1 settings of every client connection: header timeout, head size and count caps.
+///
+/// Public (hidden) only for the `request_path` fuzz target, which serves in-memory connections
+/// with exactly the settings the listener uses.
+#[doc(hidden)]
+pub fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    http
+}
+
 /// What every connection task of one server shares.
 #[derive(Clone)]
 struct Server {
@@ -69,12 +84,7 @@ struct Server {
 /// Accepts connections until `gw.shutdown` fires, then drains them for up to the grace period.
 pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> anyhow::Result<()> {
     let limits = gw.limits.clone();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers)
-        .keep_alive(true);
+    let http = http1_builder(&limits);
     let server = Server {
         gw: gw.clone(),
         http,
@@ -164,34 +174,36 @@ impl Server {
     async fn connection(self, stream: TcpStream, peer: SocketAddr, lease: Lease, w: Watcher) {
         let gw = &self.gw;
         let open = gw.stats.connection();
-        let client = Client {
-            peer,
-            forwarded: headers::ForwardedFor::new(peer),
-            credential: None,
-            slot: lease.slot().clone(),
-        };
+        let max_head = gw.limits.max_header_bytes;
         // The handshake runs in the connection's task: a slow one never holds up accepting.
         let served = async {
             match &gw.tls {
                 None => {
+                    let (stream, marks) = head_watch::Watched::new(stream, max_head);
+                    let client = Client::new(peer, lease.slot().clone(), marks);
                     let service = service(gw.clone(), client);
                     w.watch(self.http.serve_connection(TokioIo::new(stream), service))
                         .await
                 }
-                Some(tls) => match handshake(gw, tls, stream, &client).await {
-                    Some((stream, credential)) => {
-                        let service = service(
-                            gw.clone(),
-                            Client {
+                Some(tls) => {
+                    let unwatched = Arc::default();
+                    let client = Client::new(peer, lease.slot().clone(), unwatched);
+                    match handshake(gw, tls, stream, &client).await {
+                        Some((stream, credential)) => {
+                            // Watched inside TLS: the tracker follows the plaintext.
+                            let (stream, marks) = head_watch::Watched::new(stream, max_head);
+                            let client = Client {
                                 credential,
+                                marks,
                                 ..client
-                            },
-                        );
-                        w.watch(self.http.serve_connection(TokioIo::new(stream), service))
-                            .await
+                            };
+                            let service = service(gw.clone(), client);
+                            w.watch(self.http.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        None => Ok(()),
                     }
-                    None => Ok(()),
-                },
+                }
             }
         };
         // Evicted: dropping the connection closes it (nothing of it was forwarded).
@@ -222,12 +234,7 @@ impl Server {
         let _ = match &gw.tls {
             None => http.serve_connection(TokioIo::new(stream), refuse).await,
             Some(tls) => {
-                let client = Client {
-                    peer,
-                    forwarded: headers::ForwardedFor::new(peer),
-                    credential: None,
-                    slot: super::slots::Slot::detached(),
-                };
+                let client = Client::new(peer, super::slots::Slot::detached(), Arc::default());
                 match handshake(gw, tls, stream, &client).await {
                     Some((stream, _)) => http.serve_connection(TokioIo::new(stream), refuse).await,
                     None => Ok(()),

@@ -418,7 +418,7 @@ impl Gateway {
         {
             tracing::warn!(
                 server = %self.name, peer = %peer, error = why,
-                "rejected request: the client's request body is malformed or was cut short (the client's error, not the MCP server's)"
+                "rejected request: the client's request is malformed, or its body was cut short (the client's error, not the MCP server's)"
             );
         }
     }

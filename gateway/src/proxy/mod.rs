@@ -9,17 +9,21 @@
 //! 3. source allowlist (non-loopback listeners): 403 for a client address not on it;
 //! 4. CORS preflight: answered by the gateway itself, never forwarded;
 //! 5. Host/Origin policy: a rejection is a 403 with a JSON-RPC body, logged, never forwarded;
-//! 6. bearer-token auth (optional): 401; the client is then known by its credential's name;
-//! 7. rate limit per client (optional): 429 with Retry-After;
-//! 8. declared body size: 413 before any upstream connection;
-//! 9. MCP messages (`mcp`): read whole and checked (415, 400, 403) before anything is sent;
-//! 10. forwarding: streamed both ways, hop-by-hop headers stripped, upstream Host set;
-//! 11. the answer: `tools/list` filtered, the allowed origin's CORS headers added, audited.
+//! 6. framing (`framing`, `head_watch`): both Content-Length and Transfer-Encoding (400), and
+//!    CONNECT (405): what request smuggling needs;
+//! 7. bearer-token auth (optional): 401; the client is then known by its credential's name;
+//! 8. rate limit per client (optional): 429 with Retry-After;
+//! 9. declared body size: 413 before any upstream connection;
+//! 10. MCP messages (`mcp`): read whole and checked (415, 400, 403) before anything is sent;
+//! 11. forwarding: streamed both ways, hop-by-hop headers stripped, upstream Host set;
+//! 12. the answer: `tools/list` filtered, the allowed origin's CORS headers added, audited.
 pub mod accept;
 pub mod audit;
 pub mod body;
 pub mod connect;
 pub mod forward;
+pub mod framing;
+pub mod head_watch;
 pub mod headers;
 pub mod mcp;
 pub mod pool;
@@ -64,6 +68,8 @@ pub struct Client {
     pub credential: Option<Identity>,
     /// The connection's slot: whether it may be evicted to make room for a new one.
     pub slot: Arc<slots::Slot>,
+    /// What the connection's framing tracker saw of its request heads.
+    pub marks: Arc<head_watch::Marks>,
 }
 
 /// A client's credential.
@@ -76,6 +82,17 @@ pub struct Identity {
 }
 
 impl Client {
+    /// A client not yet identified, on a connection with this slot and framing tracker.
+    pub fn new(peer: SocketAddr, slot: Arc<slots::Slot>, marks: Arc<head_watch::Marks>) -> Self {
+        Self {
+            peer,
+            forwarded: headers::ForwardedFor::new(peer),
+            credential: None,
+            slot,
+            marks,
+        }
+    }
+
     pub fn name(&self) -> Option<&Arc<str>> {
         self.credential.as_ref().map(|c| &c.name)
     }
@@ -243,6 +260,11 @@ impl Gateway {
                 return call.finish(self.reject(client, &parts, &rejection));
             }
         };
+        // Framing hyper accepts but smuggling needs (a hidden Content-Length, CONNECT).
+        if let Err(refusal) = framing::verify(&parts, client.marks.both_lengths()) {
+            call.refused("invalid");
+            return call.finish(self.refuse_framing(client, refusal));
+        }
         let mut resp = self
             .admitted(client, parts, body, &accepted, &mut call)
             .await;
