@@ -22,6 +22,9 @@ pub fn soak(options: &Options) -> anyhow::Result<()> {
         options.minutes > 0.0,
         "--minutes must be more than 0 (e.g. --minutes 1)"
     );
+    // What is built now, before the run: `-dirty` when the tree has uncommitted changes.
+    let commit = cmd::output(Command::new("git").args(["describe", "--always", "--dirty"]))
+        .unwrap_or_else(|| "?".to_owned());
     let gateway = run::build_release()?;
     cmd::run(cmd::cargo().args([
         "build",
@@ -43,8 +46,6 @@ pub fn soak(options: &Options) -> anyhow::Result<()> {
     );
     if options.record && report.exists() {
         let body = std::fs::read_to_string(&report)?;
-        let commit = cmd::output(Command::new("git").args(["rev-parse", "--short", "HEAD"]))
-            .unwrap_or_else(|| "?".to_owned());
         let text = format!(
             "# Soak run\n\nOne run of `cargo xtask soak --minutes {} --record`, at commit {}, on {}.\n\
              Regenerate it with the same command; CI runs `cargo xtask soak --minutes 1`.\n\n{body}",
