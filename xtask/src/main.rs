@@ -1,7 +1,8 @@
-//! Project chores: `cargo xtask setup | run | test | bench | lint | soak | deb`.
+//! Project chores: `cargo xtask setup | run | test | bench | lint | soak | fuzz | deb`.
 mod bench;
 mod cmd;
 mod deb;
+mod fuzz;
 mod run;
 mod setup;
 mod soak;
@@ -42,6 +43,9 @@ enum Task {
     /// The release gateway under mixed allowed, attack and SSE traffic for N minutes, with its
     /// upstream restarted every minute; checks counters, RSS and descriptors stay exact and flat.
     Soak(soak::Options),
+    /// Run every fuzz target (cargo-fuzz on nightly, installed if missing) for N seconds each
+    /// from the committed seeds; fails on a crash, naming the input and how to reproduce it.
+    Fuzz(fuzz::Options),
     /// Build the Debian package (cargo-deb, installed if missing) into target/debian/.
     Deb,
 }
@@ -54,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Task::Bench(options) => bench::bench(&options),
         Task::Lint => test::lint(),
         Task::Soak(options) => soak::soak(&options),
+        Task::Fuzz(options) => fuzz::fuzz(&options),
         Task::Deb => deb::deb().map(drop),
     }
 }

@@ -47,13 +47,25 @@ pub fn is_encoded(headers: &HeaderMap) -> bool {
 
 /// Whether `body` is meant as JSON-RPC: valid JSON, an object with a `jsonrpc` member or an
 /// array holding such an object.
+///
+/// Read as `message::parse` reads a body, member names only: a `serde_json::Value` refuses
+/// valid JSON it cannot hold (a number beyond `f64` such as `1e400`, a lone surrogate escape in
+/// a string, deep nesting), and such a message would then pass unchecked.
 pub fn looks_like_jsonrpc(body: &[u8]) -> bool {
-    let is_message = |v: &serde_json::Value| v.get("jsonrpc").is_some();
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Array(items)) => items.iter().any(is_message),
-        Ok(value) => is_message(&value),
-        Err(_) => false,
+    use std::collections::HashMap;
+
+    use serde::de::IgnoredAny;
+    use serde_json::value::RawValue;
+
+    let is_message = |text: &[u8]| {
+        serde_json::from_slice::<HashMap<String, IgnoredAny>>(text)
+            .is_ok_and(|members| members.contains_key("jsonrpc"))
+    };
+    if body.trim_ascii_start().starts_with(b"[") {
+        return serde_json::from_slice::<Vec<&RawValue>>(body)
+            .is_ok_and(|items| items.iter().any(|raw| is_message(raw.get().as_bytes())));
     }
+    is_message(body)
 }
 
 /// The target (path and query) of a legacy `endpoint` event's data: `/messages/?session_id=…`
@@ -194,6 +206,12 @@ mod tests {
             ("[1,2]", false),
             ("", false),
             ("{\"jsonrpc\":", false),
+            // Valid JSON that serde_json's Value can't hold: `message::parse` reads these as
+            // messages, so they must not pass unchecked (the `jsonrpc` fuzz target checks this).
+            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","n":1e400}}"#, true),
+            (r#"[{"jsonrpc":"2.0","id":1,"method":"ping","params":{"s":"\ud800"}}]"#, true),
+            (r#"{"jsonrpc":"2.0","jsonrpc":"2.0"}"#, true),
+            (r#"{"client_name":"x","n":1e400}"#, false),
         ];
         for (body, want) in rows {
             assert_eq!(looks_like_jsonrpc(body.as_bytes()), *want, "{body}");
