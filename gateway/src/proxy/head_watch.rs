@@ -30,18 +30,31 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 enum State {
     /// Reading a request head (bytes of it so far).
     Head(Vec<u8>),
-    /// Skipping a body of this many more bytes.
-    Fixed(u64),
-    /// Reading a chunk-size line (bytes of it so far).
-    ChunkSize(Vec<u8>),
-    /// Skipping chunk data of this many more bytes, then its CRLF.
-    ChunkData(u64),
+    /// Skipping this many more bytes of body: a length's, or a chunk's data.
+    Skip(u64, After),
+    /// Reading a line of a chunked body (bytes of it so far).
+    Line(LineOf, Vec<u8>),
     /// The CRLF after chunk data (`\r` seen: true).
     ChunkEnd(bool),
-    /// Trailer lines after the last chunk, until an empty one (bytes of the current line).
-    Trailers(Vec<u8>),
     /// Stopped following: hyper refuses what the tracker could not read.
     Lost,
+}
+
+/// What follows skipped bytes.
+#[derive(Clone, Copy, Debug)]
+enum After {
+    /// The next request head (after a body with a length).
+    Head,
+    /// The CRLF that ends chunk data.
+    ChunkEnd,
+}
+
+/// Which line of a chunked body.
+#[derive(Clone, Copy, Debug)]
+enum LineOf {
+    ChunkSize,
+    /// A trailer line after the last chunk; an empty one ends the body.
+    Trailer,
 }
 
 /// The framing tracker of one connection: a pure state machine over the bytes read.
@@ -111,63 +124,46 @@ impl Tracker {
                 };
                 end - before
             }
-            State::Fixed(left) => {
+            State::Skip(left, after) => {
                 let n = (*left).min(bytes.len() as u64);
                 *left -= n;
                 if *left == 0 {
-                    self.state = State::Head(Vec::new());
+                    self.state = match after {
+                        After::Head => State::Head(Vec::new()),
+                        After::ChunkEnd => State::ChunkEnd(false),
+                    };
                 }
                 // `n` fits in usize: it is at most `bytes.len()`.
                 n as usize
             }
-            State::ChunkSize(line) => {
-                let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
-                    line.extend_from_slice(bytes);
+            State::Line(of, line) => {
+                let nl = memchr::memchr(b'\n', bytes);
+                line.extend_from_slice(&bytes[..nl.unwrap_or(bytes.len())]);
+                let Some(nl) = nl else {
                     if line.len() > self.max_head {
                         self.state = State::Lost;
                     }
                     return bytes.len();
                 };
-                line.extend_from_slice(&bytes[..nl]);
-                self.state = match chunk_size(line) {
-                    Some(0) => State::Trailers(Vec::new()),
-                    Some(n) => State::ChunkData(n),
-                    None => State::Lost,
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                self.state = match of {
+                    LineOf::ChunkSize => match chunk_size(line) {
+                        Some(0) => State::Line(LineOf::Trailer, Vec::new()),
+                        Some(n) => State::Skip(n, After::ChunkEnd),
+                        None => State::Lost,
+                    },
+                    LineOf::Trailer if line.is_empty() => State::Head(Vec::new()),
+                    LineOf::Trailer => State::Line(LineOf::Trailer, Vec::new()),
                 };
                 nl + 1
-            }
-            State::ChunkData(left) => {
-                let n = (*left).min(bytes.len() as u64);
-                *left -= n;
-                if *left == 0 {
-                    self.state = State::ChunkEnd(false);
-                }
-                n as usize
             }
             State::ChunkEnd(cr) => {
                 self.state = match (bytes[0], *cr) {
                     (b'\r', false) => State::ChunkEnd(true),
-                    (b'\n', true) => State::ChunkSize(Vec::new()),
+                    (b'\n', true) => State::Line(LineOf::ChunkSize, Vec::new()),
                     _ => State::Lost,
                 };
                 1
-            }
-            State::Trailers(line) => {
-                let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
-                    line.extend_from_slice(bytes);
-                    if line.len() > self.max_head {
-                        self.state = State::Lost;
-                    }
-                    return bytes.len();
-                };
-                line.extend_from_slice(&bytes[..nl]);
-                let empty = line.is_empty() || line.as_slice() == b"\r";
-                self.state = if empty {
-                    State::Head(Vec::new())
-                } else {
-                    State::Trailers(Vec::new())
-                };
-                nl + 1
             }
         }
     }
@@ -180,9 +176,9 @@ impl Tracker {
         }
         // A CONNECT or an upgrade is refused or ignored by the gateway: hyper reads on as HTTP.
         match (te, cl) {
-            (true, _) => State::ChunkSize(Vec::new()),
+            (true, _) => State::Line(LineOf::ChunkSize, Vec::new()),
             (false, Some(Some(0)) | None) => State::Head(Vec::new()),
-            (false, Some(Some(n))) => State::Fixed(n),
+            (false, Some(Some(n))) => State::Skip(n, After::Head),
             // An unreadable length: hyper answers 400.
             (false, Some(None)) => State::Lost,
         }

@@ -159,6 +159,28 @@ impl Tally {
 
 const PING: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 
+/// A new client connection to the gateway; `None` (counted as broken, after a pause) when it
+/// cannot be opened.
+async fn open(
+    addr: SocketAddr,
+    tally: &Tally,
+) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let opened = async {
+        let stream = TcpStream::connect(addr).await.ok()?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        Some(sender)
+    };
+    let sender = opened.await;
+    if sender.is_none() {
+        tally.broken.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sender
+}
+
 /// One keep-alive client of `kind`, reconnecting when its connection ends, pausing `pace`
 /// between requests, until `stop`. Stops between requests, so every request sent is answered.
 async fn client(
@@ -171,17 +193,9 @@ async fn client(
     let host = addr.to_string();
     let allowed_origin = format!("http://localhost:{}", addr.port());
     while !stop.load(Ordering::Relaxed) {
-        let Ok(stream) = TcpStream::connect(addr).await else {
-            tally.broken.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(mut sender) = open(addr, &tally).await else {
             continue;
         };
-        let Ok((mut sender, conn)) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-        else {
-            continue;
-        };
-        tokio::spawn(conn);
         while !stop.load(Ordering::Relaxed) {
             let mut req = hyper::Request::new(Full::new(Bytes::from_static(PING)));
             *req.method_mut() = http::Method::POST;
@@ -228,17 +242,9 @@ async fn client(
 /// An SSE stream through the gateway, reopened whenever it ends, until `stop`.
 async fn sse_client(addr: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
     while !stop.load(Ordering::Relaxed) {
-        let Ok(stream) = TcpStream::connect(addr).await else {
-            tally.broken.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(mut sender) = open(addr, &tally).await else {
             continue;
         };
-        let Ok((mut sender, conn)) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-        else {
-            continue;
-        };
-        tokio::spawn(conn);
         let mut req = hyper::Request::new(Full::new(Bytes::new()));
         *req.uri_mut() = http::Uri::from_static("/mcp");
         let headers = req.headers_mut();
