@@ -73,6 +73,13 @@ pub fn fuzz(options: &Options) -> anyhow::Result<()> {
         cmd.args(["run", "nightly", "cargo", "fuzz"])
             .current_dir(&fuzz_dir)
             .env("PATH", &path);
+        // The gateway's flags fall back to MCP_GATEWAY_* variables (CI sets one for the tests):
+        // the config target must resolve its file alone.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("MCP_GATEWAY_") {
+                cmd.env_remove(key);
+            }
+        }
         cmd
     };
     // Every target at once (the same flags `run` uses, so each run starts at once).
