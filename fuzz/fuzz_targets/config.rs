@@ -15,7 +15,7 @@
 
 use std::{collections::HashSet, path::PathBuf, sync::OnceLock};
 
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 use libfuzzer_sys::fuzz_target;
 use mcp_gateway::{
     config::{RunArgs, file},
@@ -35,15 +35,15 @@ struct Cli {
 fn setup() -> &'static (PathBuf, Cli) {
     static SETUP: OnceLock<(PathBuf, Cli)> = OnceLock::new();
     SETUP.get_or_init(|| {
-        // Flags fall back to MCP_GATEWAY_* variables: none may leak into the resolved settings.
-        if let Some((key, _)) = std::env::vars().find(|(k, _)| k.starts_with("MCP_GATEWAY_")) {
-            panic!("unset {key}: the config target resolves the file alone");
-        }
         let path = std::env::temp_dir().join(format!(
             "mcp-gateway-fuzz-config-{}.toml",
             std::process::id()
         ));
-        let cli = Cli::parse_from(["config".as_ref(), "--config".as_ref(), path.as_os_str()]);
+        // Flags fall back to MCP_GATEWAY_* variables (CI sets some for its tests): without the
+        // fallbacks, the file alone is resolved.
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&'static str>));
+        let args = ["config".as_ref(), "--config".as_ref(), path.as_os_str()];
+        let cli = Cli::from_arg_matches(&command.get_matches_from(args)).expect("valid flags");
         (path, cli)
     })
 }

@@ -54,7 +54,12 @@ use libfuzzer_sys::fuzz_target;
 use mcp_gateway::{
     config::{Limits, ServerSettings, Upstream, access::CredentialsFile},
     credentials,
-    mcp::{McpSettings, allow::ALWAYS_ALLOWED_METHODS, message},
+    mcp::{
+        McpSettings,
+        allow::ALWAYS_ALLOWED_METHODS,
+        headers::HEADER_MISMATCH,
+        message::{INVALID_REQUEST, PARSE_ERROR},
+    },
     metrics::{self, Metrics, ServerInfo},
     policy::{Mode, PolicySettings},
     proxy::{Client, Gateway, accept, body::Body, head_watch, reply, slots::Slot},
@@ -378,7 +383,7 @@ async fn classify(resp: Response<Body>) -> (Response<Body>, Seen) {
                 .ok()
                 .flatten()
                 .and_then(|v| v.get("error")?.get("code").cloned());
-            let refused = [message::PARSE_ERROR, message::INVALID_REQUEST, -32020]
+            let refused = [PARSE_ERROR, INVALID_REQUEST, HEADER_MISMATCH]
                 .iter()
                 .any(|c| code == Some(Json::Int((*c).into())));
             let seen = match refused {
@@ -410,19 +415,20 @@ async fn settle() {
 
 /// Serves `input` on one connection; whether every request the gateway started was answered
 /// (none was dropped mid-flight by the client's close).
-async fn exec(server: &Server, exec: &Arc<Exec>, input: &[u8]) -> bool {
+async fn exec(server: &Server, state: &Arc<Exec>, input: &[u8]) -> bool {
     let (client, theirs) = tokio::io::duplex(input.len() + 64 * 1024);
     let counted = Counted {
         inner: theirs,
-        exec: exec.clone(),
+        exec: state.clone(),
     };
     // As `accept.rs` serves a plain connection: its bytes watched by the framing tracker.
     let (io, marks) = head_watch::Watched::new(counted, server.gw.limits.max_header_bytes);
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
     let who = Client::new(peer, Slot::detached(), marks);
-    let (gw, state) = (server.gw.clone(), exec.clone());
+    let gw = server.gw.clone();
+    let shared = state.clone();
     let service = service_fn(move |req| {
-        let (gw, state, who) = (gw.clone(), state.clone(), who.clone());
+        let (gw, state, who) = (gw.clone(), shared.clone(), who.clone());
         async move {
             state.in_flight.fetch_add(1, SeqCst);
             state.waiting.store(false, SeqCst);
@@ -447,9 +453,9 @@ async fn exec(server: &Server, exec: &Arc<Exec>, input: &[u8]) -> bool {
     let (mut quiet, mut last) = (0, PROGRESS.load(SeqCst));
     while !conn.is_finished() && quiet < STALL_TURNS {
         tokio::task::yield_now().await;
-        let idle = exec.read.load(SeqCst) == input.len()
-            && exec.in_flight.load(SeqCst) == 0
-            && exec.waiting.load(SeqCst);
+        let idle = state.read.load(SeqCst) == input.len()
+            && state.in_flight.load(SeqCst) == 0
+            && state.waiting.load(SeqCst);
         if idle {
             break;
         }
@@ -460,7 +466,7 @@ async fn exec(server: &Server, exec: &Arc<Exec>, input: &[u8]) -> bool {
     let _ = to.shutdown().await;
     let _ = conn.await;
     let _ = drain.await;
-    exec.in_flight.load(SeqCst) == 0
+    state.in_flight.load(SeqCst) == 0
 }
 
 /// JSON-RPC to the independent reading: an object with a `jsonrpc` member, or an array holding

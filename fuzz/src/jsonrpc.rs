@@ -124,7 +124,9 @@ pub fn parse(body: &[u8]) -> Result<Option<Json>, String> {
             let why = err.to_string();
             serde_json::from_slice::<serde::de::IgnoredAny>(body)
                 .map_err(|e| format!("not JSON: {e}"))?;
-            let known = ["number out of range", "recursion limit", "surrogate"];
+            // serde_json's words for the cases `Checked::Unrepresentable` lists; a lone surrogate
+            // is a "lone leading surrogate in hex escape" or an "unexpected end of hex escape".
+            let known = ["number out of range", "recursion limit", "hex escape"];
             match known.iter().any(|k| why.contains(k)) {
                 true => Ok(None),
                 false => Err(format!("JSON, but not to the tree: {why}")),

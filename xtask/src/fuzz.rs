@@ -43,6 +43,7 @@ struct Summary {
     cov: u64,
     ft: u64,
     corpus: u64,
+    /// libFuzzer's own time ("Done N runs in S second(s)"), else the whole run's (a crash).
     seconds: u64,
     /// Set when libFuzzer wrote a crash, hang or OOM input.
     artifact: Option<PathBuf>,
@@ -73,13 +74,6 @@ pub fn fuzz(options: &Options) -> anyhow::Result<()> {
         cmd.args(["run", "nightly", "cargo", "fuzz"])
             .current_dir(&fuzz_dir)
             .env("PATH", &path);
-        // The gateway's flags fall back to MCP_GATEWAY_* variables (CI sets one for the tests):
-        // the config target must resolve its file alone.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("MCP_GATEWAY_") {
-                cmd.env_remove(key);
-            }
-        }
         cmd
     };
     // Every target at once (the same flags `run` uses, so each run starts at once).
@@ -198,7 +192,9 @@ fn run_logged(mut cmd: Command, log: &Path) -> anyhow::Result<Summary> {
         }
     }
     let status = child.wait().context("waiting for cargo fuzz")?;
-    summary.seconds = started.elapsed().as_secs();
+    if summary.seconds == 0 {
+        summary.seconds = started.elapsed().as_secs();
+    }
     if !status.success() && summary.artifact.is_none() {
         let tail: Vec<String> = tail.into();
         bail!("cargo fuzz failed ({status}):\n{}", tail.join("\n"));
@@ -223,6 +219,12 @@ impl Summary {
             self.execs = n;
         } else if let Some(n) = stat("stat::average_exec_per_sec:") {
             self.execs_per_sec = n;
+        } else if let Some(rest) = line.strip_prefix("Done ") {
+            // `Done 123 runs in 61 second(s)`
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            if let [_, "runs", "in", secs, ..] = words[..] {
+                self.seconds = secs.parse().unwrap_or(self.seconds);
+            }
         } else if let Some(rest) = line.split("Test unit written to ").nth(1) {
             self.artifact = Some(PathBuf::from(rest.trim()));
         } else if line.starts_with('#') && line.contains(" cov: ") {
