@@ -45,3 +45,13 @@ pub async fn send_full(addr: SocketAddr, req: Request<Full<Bytes>>) -> (Response
     let body = body.collect().await.expect("body").to_bytes();
     (Response::from_parts(parts, ()), body)
 }
+
+/// The message of a gateway's own JSON-RPC error body (`id` null, code -32000); panics on any
+/// other body.
+pub fn json_rpc_error(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).expect("JSON body");
+    assert_eq!(v["jsonrpc"], "2.0");
+    assert!(v["id"].is_null(), "id must be null: {v}");
+    assert_eq!(v["error"]["code"], -32000);
+    v["error"]["message"].as_str().expect("message").to_owned()
+}

@@ -50,3 +50,14 @@ pub fn probe(cgroup: Option<&Path>, ns: &NetnsGuard, args: &[&str]) -> String {
 pub fn connect(ns: &NetnsGuard, addr: &str) -> String {
     probe(None, ns, &["connect", addr, ATTEMPT_MS])
 }
+
+/// Whether `bind(0.0.0.0:port)` from inside `cgroup` (in namespace `ns`) is refused with EPERM
+/// by the kernel layer.
+pub fn bind_refused(cgroup: &crate::cgroup::TestCgroup, ns: &NetnsGuard, port: u16) -> bool {
+    probe(
+        Some(cgroup.path()),
+        ns,
+        &["bind", &format!("0.0.0.0:{port}")],
+    )
+    .starts_with("err 1 ")
+}

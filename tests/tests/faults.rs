@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt as _;
 use mcp_gateway_tests::{
-    client::{request, send, send_full},
+    client::{json_rpc_error, request, send, send_full},
     gateway::{BinaryGateway, Options, TestGateway},
     upstream::Upstream,
 };
@@ -135,15 +135,6 @@ fn get(host: &str, path: &str) -> http::Request<http_body_util::Full<Bytes>> {
         ],
         b"",
     )
-}
-
-/// The JSON-RPC error message of a gateway error body.
-fn json_rpc_error(body: &[u8]) -> String {
-    let v: serde_json::Value = serde_json::from_slice(body).expect("JSON body");
-    assert_eq!(v["jsonrpc"], "2.0");
-    assert!(v["id"].is_null(), "{v}");
-    assert_eq!(v["error"]["code"], -32000);
-    v["error"]["message"].as_str().expect("message").to_owned()
 }
 
 /// Another client, meanwhile: served, and quickly.

@@ -17,21 +17,11 @@ use bytes::Bytes;
 use gateway_common::Reason;
 use http_body_util::{BodyExt as _, Full};
 use mcp_gateway_tests::{
-    cgroup::TestCgroup, gateway::BinaryGateway, netns::NetnsGuard, pins::PinDir, probe::probe,
-    require_privileges, upstream::Upstream,
+    cgroup::TestCgroup, gateway::BinaryGateway, netns::NetnsGuard, pins::PinDir,
+    probe::bind_refused, require_privileges, upstream::Upstream,
 };
 
 const ORIGIN: &str = "http://rebind-during-crash.test";
-
-/// Whether bind(0.0.0.0:port) from inside the cgroup is refused (EPERM) by the kernel layer.
-fn bind_refused(cgroup: &TestCgroup, ns: &NetnsGuard, port: u16) -> bool {
-    probe(
-        Some(cgroup.path()),
-        ns,
-        &["bind", &format!("0.0.0.0:{port}")],
-    )
-    .starts_with("err 1 ")
-}
 
 /// Requests on one keep-alive connection (reconnecting when it closes) until the gateway is
 /// gone; statuses received. `evil` sends the rebinding Origin.

@@ -15,7 +15,7 @@ use mcp_gateway_tests::{
     gateway::ConfigGateway,
     netns::{HostPair, NetnsGuard, SERVER_V4},
     pins::PinDir,
-    probe::{connect, listen, probe},
+    probe::{bind_refused, connect, listen},
     process::{ChildGuard, gateway_command, gateway_output},
     prometheus::{free_port, parse, scrape, value, wait_listening},
     require_privileges,
@@ -120,16 +120,6 @@ fn remote_reaches(hosts: &HostPair, port: u16) -> bool {
         "timeout" => false,
         other => panic!("unexpected probe answer: {other}"),
     }
-}
-
-/// Whether bind(0.0.0.0:port) inside the cgroup is refused (EPERM).
-fn bind_refused(cgroup: &TestCgroup, ns: &NetnsGuard, port: u16) -> bool {
-    let answer = probe(
-        Some(cgroup.path()),
-        ns,
-        &["bind", &format!("0.0.0.0:{port}")],
-    );
-    answer.starts_with("err 1 ")
 }
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use http_body_util::BodyExt as _;
 use mcp_gateway_tests::{
-    client::{request, send, send_full},
+    client::{json_rpc_error, request, send, send_full},
     gateway::{Options, TestGateway},
     upstream::Upstream,
 };
@@ -17,15 +17,6 @@ use tokio::{
 const INIT: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
 /// The content type every MCP POST declares.
 const JSON: (&str, &[u8]) = ("content-type", b"application/json");
-
-/// Parses a JSON-RPC error body and returns its message.
-fn json_rpc_error(body: &[u8]) -> String {
-    let v: serde_json::Value = serde_json::from_slice(body).expect("JSON body");
-    assert_eq!(v["jsonrpc"], "2.0");
-    assert!(v["id"].is_null(), "id must be null: {v}");
-    assert_eq!(v["error"]["code"], -32000);
-    v["error"]["message"].as_str().expect("message").to_owned()
-}
 
 /// A legitimate client's `initialize` POST to the gateway, read in full.
 async fn post_init(gw: &TestGateway) -> (http::Response<()>, bytes::Bytes) {

@@ -39,6 +39,19 @@ pub fn build_release() -> anyhow::Result<PathBuf> {
     Ok(target_dir().join("release").join("mcp-gateway"))
 }
 
+/// Builds a helper binary of the tests package (release); returns its path.
+pub fn build_test_bin(name: &str) -> anyhow::Result<PathBuf> {
+    cmd::run(cmd::cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "mcp-gateway-tests",
+        "--bin",
+        name,
+    ]))?;
+    Ok(target_dir().join("release").join(name))
+}
+
 /// Cargo's target directory for this workspace.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

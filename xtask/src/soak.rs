@@ -26,15 +26,7 @@ pub fn soak(options: &Options) -> anyhow::Result<()> {
     let commit = cmd::output(Command::new("git").args(["describe", "--always", "--dirty"]))
         .unwrap_or_else(|| "?".to_owned());
     let gateway = run::build_release()?;
-    cmd::run(cmd::cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "mcp-gateway-tests",
-        "--bin",
-        "soak",
-    ]))?;
-    let soak = run::target_dir().join("release").join("soak");
+    let soak = run::build_test_bin("soak")?;
     let report = std::env::temp_dir().join(format!("mcp-gateway-soak-{}.md", std::process::id()));
     let result = cmd::run(
         Command::new(&soak)

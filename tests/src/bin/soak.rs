@@ -38,7 +38,7 @@ use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::{body::Frame, service::service_fn};
 use hyper_util::rt::TokioIo;
-use mcp_gateway_tests::prometheus::{free_port, parse, scrape, wait_listening};
+use mcp_gateway_tests::prometheus::{free_port, parse, scrape, value, wait_listening};
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Parser)]
@@ -490,14 +490,11 @@ async fn soak(
     let exit = tokio::task::block_in_place(|| gw.wait())?;
 
     let counted = |reason: &str| -> u64 {
-        scraped
-            .iter()
-            .filter(|s| {
-                s.name == "mcp_gateway_rejections_total"
-                    && s.labels.get("reason").map(String::as_str) == Some(reason)
-            })
-            .map(|s| s.value as u64)
-            .sum()
+        value(
+            &scraped,
+            "mcp_gateway_rejections_total",
+            &[("reason", reason)],
+        ) as u64
     };
     let mut failed = Vec::new();
     let mut check = |ok: bool, what: String| {

@@ -181,15 +181,7 @@ pub fn bench(options: &Options) -> anyhow::Result<()> {
         ("taskset", "util-linux"),
     ])?;
     let gateway_bin = run::build_release()?;
-    cmd::run(cmd::cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "mcp-gateway-tests",
-        "--bin",
-        "benchtool",
-    ]))?;
-    let benchtool = run::target_dir().join("release").join("benchtool");
+    let benchtool = run::build_test_bin("benchtool")?;
     let topo = Topology::new((!options.unpinned).then_some(true));
     let dir = std::env::temp_dir().join(format!("mcp-gateway-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
