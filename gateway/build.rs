@@ -62,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     .with_context(|| format!("building the eBPF programs with toolchain `{toolchain}` failed"))
 }
 
-/// Where `cargo xtask setup` keeps bpf-linker and its records (`xtask/src/tools.rs` agrees).
+/// Where `cargo xtask setup` keeps bpf-linker and its records (`tools_dir` in `xtask/src/setup.rs` agrees).
 fn tools_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = env::var_os("MCP_GATEWAY_TOOLS") {
         return Ok(dir.into());
