@@ -216,6 +216,7 @@ fn server(config: &Config) -> Server {
         }),
         tls: None,
         plaintext_beyond_loopback: false,
+        pass_origin: false,
         limits,
         exclusive_upstream: false,
         allow_cgroups: Vec::new(),

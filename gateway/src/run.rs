@@ -32,7 +32,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         print!("{}", config::summary::render(&settings));
         return Ok(ExitCode::SUCCESS);
     }
-    init_tracing(settings.log_format);
+    // Held until the process ends: dropping it flushes the queued log lines.
+    let _log = init_tracing(settings.log_format);
     let open_files = raise_open_files_limit();
     let needed = descriptors_needed(settings.servers.iter().map(|s| s.limits.max_connections));
     if let Some(limit) = open_files.filter(|&limit| limit < needed) {
@@ -95,14 +96,23 @@ fn descriptors_needed(caps: impl Iterator<Item = usize>) -> u64 {
     caps.map(|cap| cap as u64 * per_slot).sum::<u64>() + 128
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the default `info` level.
-pub fn init_tracing(format: LogFormat) {
+/// Logs go to stderr, through a bounded queue to a writer thread: a stderr pipe that is full
+/// (its reader stalled) drops lines, counted in `mcp_gateway_log_dropped_total`, and never
+/// blocks a request. `RUST_LOG` overrides the default `info` level. Dropping the guard
+/// flushes what is queued.
+pub fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: log files and tests get plain `key=value` fields.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(security_log::LOG_QUEUE_LINES)
+        .thread_name("log")
+        .finish(std::io::stderr());
+    security_log::count_dropped(writer.error_counter());
     let builder = fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi)
         // A closed stderr (a log pipe that went away) must not take the gateway down: by
         // default tracing reports a failed write with eprintln!, which panics on a broken pipe.
@@ -111,6 +121,7 @@ pub fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    guard
 }
 
 /// Binds every server's listener; a busy address fails the start before anything is enforced.
@@ -187,6 +198,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         None => Metrics::in_process(budget, &infos),
     });
     metrics.expect_kernel(kernel_settings.mode != EbpfMode::Off);
+    if let Some(audit) = &audit {
+        metrics.watch_audit(audit.clone());
+    }
 
     let shutdown = CancellationToken::new();
     let hup = Arc::new(tokio::sync::Notify::new());
@@ -391,10 +405,9 @@ fn spawn_signal_handler(
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP received: reloading credentials and TLS files");
                     reload.notify_one();
-                    match audit.as_deref().map(AuditLog::reopen) {
-                        Some(Err(e)) => tracing::error!(error = %e, "SIGHUP: reopening the audit log failed; still writing to the old file"),
-                        Some(Ok(())) => tracing::info!("SIGHUP: audit log reopened"),
-                        None => {}
+                    // The audit log's writer reopens it and logs how that went.
+                    if let Some(audit) = &audit {
+                        audit.reopen();
                     }
                 }
             }

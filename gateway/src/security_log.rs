@@ -11,6 +11,22 @@ use std::{
 };
 
 pub const PER_KEY: u32 = 10;
+/// Most log lines waiting for the log writer thread (see `run::init_tracing`).
+pub const LOG_QUEUE_LINES: usize = 64 * 1024;
+
+/// The log queue's count of lines dropped because it was full.
+static LOG_DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// Where the log queue counts its dropped lines (set once, at start).
+pub fn count_dropped(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = LOG_DROPPED.set(counter);
+}
+
+/// Log lines dropped so far because stderr could not take them (0 without the queue).
+pub fn log_dropped() -> u64 {
+    LOG_DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+}
 pub const MAX_KEYS: usize = 1024;
 pub const WINDOW: Duration = Duration::from_secs(60);
 

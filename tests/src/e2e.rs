@@ -26,6 +26,20 @@ pub fn assets() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e")
 }
 
+/// The text of a file another process (or thread) appends lines to, once it holds at least
+/// `lines` lines (the gateway's audit log is written by its own writer thread, soon after the
+/// answer); what it holds after `within` otherwise.
+pub fn settled_lines(path: &Path, lines: usize, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= lines || Instant::now() > deadline {
+            return text;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A directory of the test's own under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 
@@ -351,6 +365,12 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> std::process::Outpu
 
 /// One raw HTTP/1.1 POST of an `initialize` with `host`; returns the status code.
 pub fn raw_initialize(port: u16, host: &str) -> u16 {
+    raw_initialize_from(port, host, None)
+}
+
+/// [`raw_initialize`] as a page of `origin` sends it.
+pub fn raw_initialize_from(port: u16, host: &str, origin: Option<&str>) -> u16 {
+    let origin = origin.map_or_else(String::new, |o| format!("Origin: {o}\r\n"));
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
@@ -360,7 +380,7 @@ pub fn raw_initialize(port: u16, host: &str) -> u16 {
         stream,
         "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
          Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
+         {origin}Connection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("write");

@@ -28,6 +28,8 @@ pub struct Options {
     pub audit: Option<AuditTarget>,
     /// Per-client rate limit.
     pub rate: Option<mcp_gateway::ratelimit::Rate>,
+    /// Forward the browser's Origin unchanged.
+    pub pass_origin: bool,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
             upstream: None,
             audit: None,
             rate: None,
+            pass_origin: false,
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct TestGateway {
     /// The gateway's `/metrics` listener (in-process counters).
     pub metrics_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    /// The server itself (a test may set its lockdown flag as the lock watcher does).
+    pub gateway: Arc<Gateway>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<anyhow::Result<()>>,
 }
@@ -102,6 +107,7 @@ impl TestGateway {
                 }),
             tls: None,
             plaintext_beyond_loopback: false,
+            pass_origin: opts.pass_origin,
             limits: opts.limits,
             exclusive_upstream: false,
             allow_cgroups: Vec::new(),
@@ -136,11 +142,13 @@ impl TestGateway {
             metrics.clone(),
             shutdown.clone(),
         ));
-        let task = tokio::spawn(proxy::serve(listener, Arc::new(gw)));
+        let gateway = Arc::new(gw);
+        let task = tokio::spawn(proxy::serve(listener, gateway.clone()));
         Self {
             addr,
             metrics_addr,
             metrics,
+            gateway,
             shutdown,
             task,
         }

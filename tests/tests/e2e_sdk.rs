@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use mcp_gateway_tests::{
     e2e::{
-        Gateway, Sdk, Transport, Upstream, free_port, raw_initialize, run_client_with,
-        wait_listening,
+        Gateway, Sdk, Transport, Upstream, free_port, raw_initialize, raw_initialize_from,
+        run_client_with, wait_listening,
     },
     pki::Pki,
 };
@@ -334,5 +334,33 @@ fn clients_work_through_gateway_when_the_upstream_checks_host_itself() {
     assert_eq!(
         raw_initialize(upstream.port, &format!("127.0.0.1:{}", upstream.port)),
         200
+    );
+}
+
+/// A browser origin the gateway allows reaches an upstream whose own rebinding protection is on
+/// (the official Python SDK's default) in a form that upstream accepts: it sees its own origin,
+/// and the browser's in X-Forwarded-Origin. `--pass-origin` keeps the browser's, and then the
+/// upstream refuses it, as it did before the gateway rewrote it.
+#[test]
+fn an_allowed_browser_origin_passes_the_upstreams_own_origin_check() {
+    const APP: &str = "https://app.example.com";
+    let upstream = Upstream::start(free_port(), Transport::Streamable, true);
+    let direct = format!("127.0.0.1:{}", upstream.port);
+    // Control: the upstream itself refuses that origin.
+    assert_eq!(raw_initialize_from(upstream.port, &direct, Some(APP)), 403);
+    let through = |extra: &[&str]| {
+        let port = free_port();
+        let mut flags = vec!["--ebpf", "off", "--allow-origin", APP];
+        flags.extend_from_slice(extra);
+        let gateway = Gateway::start_with(port, upstream.port, &flags, None);
+        let status = raw_initialize_from(port, &format!("127.0.0.1:{port}"), Some(APP));
+        drop(gateway);
+        status
+    };
+    assert_eq!(through(&[]), 200, "the allowed origin is served");
+    assert_eq!(
+        through(&["--pass-origin"]),
+        403,
+        "passed unchanged, the upstream refuses it"
     );
 }

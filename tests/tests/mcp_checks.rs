@@ -1,7 +1,7 @@
 //! The MCP layer of the gateway against a real recording upstream: input checks, 2026-07-28
 //! header–body validation, method and tool allowlists, `tools/list` filtering, the client's
 //! body errors, what rejection bodies reveal, CORS on the gateway's own errors, the audit log.
-use std::time::Duration;
+use std::{os::unix::fs::OpenOptionsExt as _, time::Duration};
 
 use http::StatusCode;
 use mcp_gateway::{config::AuditTarget, mcp::McpSettings};
@@ -550,7 +550,7 @@ async fn the_audit_log_records_each_call_and_never_its_arguments_or_token() {
         200
     );
 
-    let text = std::fs::read_to_string(&path).expect("the audit log");
+    let text = mcp_gateway_tests::e2e::settled_lines(&path, 5, Duration::from_secs(10));
     for secret in ["ARGUMENT-SECRET-42", "t0ken-SECRET"] {
         assert!(
             !text.contains(secret),
@@ -679,20 +679,87 @@ async fn sighup_reopens_the_audit_log() {
         }
     };
     call_once(1).await;
+    mcp_gateway_tests::e2e::settled_lines(&path, 1, Duration::from_secs(10));
     let rotated = dir.path().join("audit.jsonl.1");
     std::fs::rename(&path, &rotated).unwrap();
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(gw.child.id() as i32, libc::SIGHUP) }, 0);
     gw.child
-        .wait_for_log("SIGHUP: audit log reopened", Duration::from_secs(10));
+        .wait_for_log("audit log reopened", Duration::from_secs(10));
     call_once(2).await;
     let ids = |p: &std::path::Path| -> Vec<Value> {
-        std::fs::read_to_string(p)
-            .unwrap()
+        mcp_gateway_tests::e2e::settled_lines(p, 1, Duration::from_secs(10))
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].clone())
             .collect()
     };
     assert_eq!(ids(&rotated), [json!(1)]);
     assert_eq!(ids(&path), [json!(2)]);
+}
+
+/// An audit log on a FIFO that nobody reads: once the pipe is full the writer is stuck, and
+/// requests must still be served at their usual pace (the lines that do not fit in the queue
+/// are dropped and counted); SIGTERM still stops the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_log_nobody_reads_never_holds_up_requests() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = TempDir::new("audit-fifo");
+    let fifo = dir.path().join("audit.fifo");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).expect("path");
+    // SAFETY: mkfifo with a NUL-terminated path of our own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    // A reader that never reads: the gateway's open succeeds, its writes fill the pipe.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .expect("opening the FIFO's read end");
+    let upstream = Upstream::start().await;
+    let mut gw = mcp_gateway_tests::gateway::BinaryGateway::start(
+        upstream.addr,
+        &["--ebpf", "off", "--audit-log", fifo.to_str().unwrap()],
+    );
+    let headers = vec![
+        ("host".to_owned(), gw.host().into_bytes()),
+        ("content-type".to_owned(), b"application/json".to_vec()),
+    ];
+    // Each request is audited (an empty MCP message: 400). Far more lines than the pipe holds
+    // (about 200) and than the queue holds: before the queue, the gateway stopped at ~112.
+    let (connections, per_connection) = (8, 2_600);
+    let sent = mcp_gateway_tests::gateway::hammer(gw.listen, connections, per_connection, headers);
+    let counts = tokio::time::timeout(Duration::from_secs(120), sent)
+        .await
+        .expect("every request answered while the audit log is stuck");
+    assert_eq!(
+        counts.get(&400).copied(),
+        Some(connections * per_connection),
+        "{counts:?}"
+    );
+    // Still answering at once.
+    let started = std::time::Instant::now();
+    let host = gw.host();
+    let (resp, _) = send_full(
+        gw.listen,
+        request("POST", "/mcp", &[("host", host.as_bytes()), JSON], b"{}"),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let samples = parse(&scrape(gw.metrics));
+    let dropped = value(&samples, "mcp_gateway_audit_dropped_total", &[]);
+    assert!(
+        dropped > 0.0,
+        "the lines that did not fit are counted: {dropped}"
+    );
+    gw.child
+        .wait_for_log("AUDIT LOG LINES DROPPED", Duration::from_secs(10));
+    gw.child.signal(libc::SIGTERM);
+    assert!(
+        gw.child.wait_exit(Duration::from_secs(10)).is_some(),
+        "SIGTERM stops a gateway whose audit log is stuck"
+    );
 }

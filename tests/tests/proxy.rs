@@ -76,7 +76,6 @@ async fn allowed_request_arrives_intact_direct_and_through_the_gateway() {
         "mcp-session-id",
         "last-event-id",
         "x-custom",
-        "origin",
     ] {
         assert_eq!(
             proxied.headers.get(name),
@@ -86,6 +85,18 @@ async fn allowed_request_arrives_intact_direct_and_through_the_gateway() {
     }
     // Upstream Host is the upstream's own authority; the client's goes in the forwarded headers.
     assert_eq!(proxied.headers["host"], upstream.addr.to_string());
+    // So is the Origin (the gateway allowed the browser's and answers CORS itself), so the
+    // upstream's own rebinding check accepts it; the browser's is kept beside it. This changed
+    // on purpose (issue 19): the browser's Origin went unchanged before, and an upstream that
+    // checks Origin itself refused what the gateway had allowed. `--pass-origin` restores it.
+    assert_eq!(
+        proxied.headers["origin"],
+        format!("http://{}", upstream.addr).as_str()
+    );
+    assert_eq!(
+        proxied.headers.get("x-forwarded-origin"),
+        direct.headers.get("origin")
+    );
     assert_eq!(proxied.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(proxied.headers["x-forwarded-host"], gw.host());
     assert!(

@@ -119,6 +119,8 @@ server_keys! {
     allowed_client_names: Vec<String>,
     /// Plain HTTP on a non-loopback listener (behind a TLS terminator, say).
     allow_plaintext: bool,
+    /// The browser's Origin reaches the upstream unchanged.
+    pass_origin: bool,
 }
 
 /// Reads and parses `path`. TOML's own errors name the line and the key (an unknown key inside

@@ -109,6 +109,16 @@ pub struct RunArgs {
         default_missing_value = "true"
     )]
     pub allow_plaintext: Option<bool>,
+    /// Pass the browser's Origin to the MCP server unchanged. By default the server sees its
+    /// own origin (so its own Host/Origin check accepts what the gateway allowed), and the
+    /// browser's in X-Forwarded-Origin.
+    #[arg(
+        long,
+        env = "MCP_GATEWAY_PASS_ORIGIN",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub pass_origin: Option<bool>,
     /// Largest request body accepted, in bytes [default: 4 MiB]; larger gets 413.
     #[arg(long, env = "MCP_GATEWAY_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<u64>,
@@ -289,6 +299,8 @@ pub struct ServerSettings {
     pub tls: Option<access::TlsConfig>,
     /// Plain HTTP on a non-loopback address (`allow_plaintext`).
     pub plaintext_beyond_loopback: bool,
+    /// Forward the browser's Origin unchanged (`pass_origin`), not the upstream's own.
+    pub pass_origin: bool,
     pub limits: Limits,
     pub exclusive_upstream: bool,
     pub allow_cgroups: Vec<PathBuf>,
@@ -362,6 +374,7 @@ impl RunArgs {
             client_ca: self.client_ca.clone(),
             allowed_client_names: self.allowed_client_names.clone(),
             allow_plaintext: self.allow_plaintext,
+            pass_origin: self.pass_origin,
         }
     }
 
@@ -634,6 +647,7 @@ fn server(
         credentials: access.credentials,
         tls: access.tls,
         plaintext_beyond_loopback: access.plaintext_beyond_loopback,
+        pass_origin: keys.pass_origin.unwrap_or(false),
         limits,
         exclusive_upstream: keys.exclusive_upstream.unwrap_or(false),
         allow_cgroups: keys.allow_cgroups.unwrap_or_default(),

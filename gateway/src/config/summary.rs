@@ -71,6 +71,12 @@ fn server(out: &mut String, s: &ServerSettings) {
     if s.plaintext_beyond_loopback {
         let _ = writeln!(out, "  PLAIN HTTP beyond loopback (allow_plaintext)");
     }
+    if s.pass_origin {
+        let _ = writeln!(
+            out,
+            "  the browser's Origin reaches the upstream unchanged (pass_origin)"
+        );
+    }
     let m = &s.mcp;
     if !(m.allowed_tools.is_empty() && m.denied_tools.is_empty() && m.allowed_methods.is_empty()) {
         let _ = writeln!(

@@ -6,14 +6,15 @@ use std::{
     io::{self, Write as _},
     os::unix::fs::OpenOptionsExt as _,
     sync::{
-        Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::SystemTime,
 };
 
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 use crate::config::AuditTarget;
 
@@ -61,17 +62,78 @@ pub fn cut(name: &str) -> &str {
     }
 }
 
-enum Sink {
-    Stderr,
-    File(File),
+/// Most audit writes waiting for the writer thread; past it, lines are dropped and counted
+/// (`mcp_gateway_audit_dropped_total`) rather than block a request.
+pub const QUEUE_LINES: usize = 16 * 1024;
+
+/// Where the writer thread writes: the file (reopened on request) or stderr.
+struct Sink {
+    target: AuditTarget,
+    file: Option<File>,
+    reopen: Arc<AtomicBool>,
+    failed: Arc<AtomicU64>,
 }
 
-/// The open audit log.
+impl Sink {
+    /// Opens the file again when `AuditLog::reopen` asked for it; keeps the old on failure.
+    fn reopen_if_asked(&mut self) {
+        if self.reopen.swap(false, Ordering::Relaxed)
+            && let AuditTarget::File(path) = &self.target
+        {
+            match open_file(path) {
+                Ok(file) => {
+                    self.file = Some(file);
+                    tracing::info!(path = %path.display(), "audit log reopened");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, path = %path.display(), "reopening the audit log failed; still writing to the old file");
+                }
+            }
+        }
+    }
+}
+
+impl io::Write for Sink {
+    /// Runs on the writer thread only: a blocked file or pipe blocks it, never the runtime.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.reopen_if_asked();
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let written = match &mut self.file {
+            Some(file) => file.write_all(buf),
+            None => io::stderr().lock().write_all(buf),
+        };
+        if let Err(e) = written {
+            let lines = buf.iter().filter(|&&b| b == b'\n').count() as u64;
+            if self.failed.fetch_add(lines, Ordering::Relaxed) == 0 {
+                tracing::error!(error = %e, target = ?self.target, "AUDIT LOG WRITE FAILED: MCP calls are not being recorded; check the disk and the file's permissions");
+            }
+        }
+        // The worker never sees an error: the lines are counted as failed instead.
+        Ok(buf.len())
+    }
+
+    /// The writer calls this after each batch, and so after the empty write of a reopen.
+    fn flush(&mut self) -> io::Result<()> {
+        self.reopen_if_asked();
+        // Nothing is buffered here (files are unbuffered); stderr's failures are counted on write.
+        let _ = io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// The open audit log: lines go through a bounded queue to one writer thread, so a full disk,
+/// a slow one or a pipe nobody reads never holds up a request; what does not fit is dropped and
+/// counted.
 pub struct AuditLog {
     target: AuditTarget,
-    sink: Mutex<Sink>,
+    queue: NonBlocking,
+    /// Flushes what is queued when the log is dropped (at exit), for at most about a second.
+    _writer: WorkerGuard,
+    reopen: Arc<AtomicBool>,
     /// Lines that could not be written.
-    failed: AtomicU64,
+    failed: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -92,27 +154,41 @@ fn open_file(path: &std::path::Path) -> io::Result<File> {
 }
 
 impl AuditLog {
-    /// Opens (creates, appends to) the target.
+    /// Opens (creates, appends to) the target, and starts its writer thread.
     pub fn open(target: &AuditTarget) -> io::Result<Self> {
-        let sink = match target {
-            AuditTarget::Stderr => Sink::Stderr,
-            AuditTarget::File(path) => Sink::File(open_file(path)?),
+        let file = match target {
+            AuditTarget::Stderr => None,
+            AuditTarget::File(path) => Some(open_file(path)?),
         };
+        let (reopen, failed) = (Arc::default(), Arc::default());
+        let sink = Sink {
+            target: target.clone(),
+            file,
+            reopen: Arc::clone(&reopen),
+            failed: Arc::clone(&failed),
+        };
+        let (queue, writer) = NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(QUEUE_LINES)
+            .thread_name("audit-log")
+            .finish(sink);
         Ok(Self {
             target: target.clone(),
-            sink: Mutex::new(sink),
-            failed: AtomicU64::new(0),
+            queue,
+            _writer: writer,
+            reopen,
+            failed,
         })
     }
 
-    /// Opens the file again (after logrotate moved it: SIGHUP). Keeps the old one on failure.
-    pub fn reopen(&self) -> io::Result<()> {
-        let AuditTarget::File(path) = &self.target else {
-            return Ok(());
-        };
-        let file = open_file(path)?;
-        *self.sink.lock().unwrap_or_else(PoisonError::into_inner) = Sink::File(file);
-        Ok(())
+    /// Opens the file again (after logrotate moved it: SIGHUP), on the writer thread, which
+    /// logs the outcome; the old file stays in use if the new one can't be opened.
+    pub fn reopen(&self) {
+        if matches!(self.target, AuditTarget::File(_)) {
+            self.reopen.store(true, Ordering::Relaxed);
+            // An empty write wakes the writer, so an idle log reopens now.
+            let _ = self.queue.clone().write(&[]);
+        }
     }
 
     /// Lines that could not be written so far.
@@ -120,7 +196,12 @@ impl AuditLog {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// Writes `records`, one line each, in one write.
+    /// Writes dropped so far because the queue was full (the writer is stuck or too slow).
+    pub fn dropped(&self) -> u64 {
+        self.queue.error_counter().dropped_lines() as u64
+    }
+
+    /// Queues `records`, one line each, as one write; never waits.
     pub fn write(&self, records: &[Record<'_>]) {
         let mut buf = Vec::with_capacity(256 * records.len());
         for record in records {
@@ -128,17 +209,10 @@ impl AuditLog {
                 buf.push(b'\n');
             }
         }
-        let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
-        let written = match &mut *sink {
-            Sink::Stderr => io::stderr().lock().write_all(&buf),
-            Sink::File(file) => file.write_all(&buf),
-        };
-        drop(sink);
-        if let Err(e) = written {
-            let n = records.len() as u64;
-            if self.failed.fetch_add(n, Ordering::Relaxed) == 0 {
-                tracing::error!(error = %e, target = ?self.target, "AUDIT LOG WRITE FAILED: MCP calls are not being recorded; check the disk and the file's permissions");
-            }
+        let before = self.dropped();
+        let _ = self.queue.clone().write(&buf);
+        if before == 0 && self.dropped() > 0 {
+            tracing::error!(target = ?self.target, queue = QUEUE_LINES, "AUDIT LOG LINES DROPPED: the audit log's writer cannot keep up (a full disk, or a pipe nobody reads?); MCP calls are served but not all recorded (mcp_gateway_audit_dropped_total)");
         }
     }
 }
@@ -188,18 +262,32 @@ mod tests {
             bytes_out: 20,
         };
         log.write(&[record("allowed"), record("tool")]);
+        let lines = |path: &std::path::Path| {
+            std::fs::read_to_string(path)
+                .map(|text| text.lines().count())
+                .unwrap_or(0)
+        };
+        // The writer thread writes soon after, not before `write` returns.
+        let settled = |path: &std::path::Path, want: usize| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while lines(path) < want && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        settled(&path, 2);
         // logrotate: move the file away, then SIGHUP.
         let rotated = dir.join("audit.jsonl.1");
         std::fs::rename(&path, &rotated).unwrap();
-        log.reopen().expect("reopen");
+        log.reopen();
         log.write(&[record("allowed")]);
+        settled(&path, 1);
         let old = std::fs::read_to_string(&rotated).unwrap();
         let new = std::fs::read_to_string(&path).unwrap();
         assert_eq!((old.lines().count(), new.lines().count()), (2, 1));
         let line: serde_json::Value = serde_json::from_str(old.lines().nth(1).unwrap()).unwrap();
         assert_eq!(line["decision"], "tool");
         assert_eq!(line["id"], 7);
-        assert_eq!(log.failed(), 0);
+        assert_eq!((log.failed(), log.dropped()), (0, 0));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

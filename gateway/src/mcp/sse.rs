@@ -3,6 +3,20 @@
 //! passed on the moment it is complete, and never before. Bytes are kept only until their
 //! event ends.
 use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, header};
+
+/// Whether a message with these headers is an SSE stream: its media type is
+/// `text/event-stream`, in any case (media types are case-insensitive), with any parameters.
+/// The one test every layer uses, so an answer is treated as a stream everywhere or nowhere.
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    const SSE: &[u8] = b"text/event-stream";
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes().trim_ascii_start();
+        v.len() >= SSE.len()
+            && v[..SSE.len()].eq_ignore_ascii_case(SSE)
+            && matches!(v.get(SSE.len()), None | Some(b';' | b' ' | b'\t'))
+    })
+}
 
 /// Cuts a byte stream into events.
 #[derive(Debug)]
@@ -171,6 +185,28 @@ pub fn with_data(raw: &[u8], data: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_streams_are_recognised_in_any_case() {
+        let cases: [(Option<&str>, bool); 9] = [
+            (Some("text/event-stream"), true),
+            (Some("Text/Event-Stream"), true),
+            (Some("TEXT/EVENT-STREAM; charset=utf-8"), true),
+            (Some("  text/event-stream"), true),
+            (Some("text/event-stream;x=1"), true),
+            (Some("text/event-streamx"), false),
+            (Some("application/json"), false),
+            (Some("text/event"), false),
+            (None, false),
+        ];
+        for (value, want) in cases {
+            let mut headers = HeaderMap::new();
+            if let Some(v) = value {
+                headers.insert(header::CONTENT_TYPE, v.parse().unwrap());
+            }
+            assert_eq!(is_event_stream(&headers), want, "{value:?}");
+        }
+    }
 
     fn all(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
         let mut s = Splitter::new(1 << 20);

@@ -277,6 +277,8 @@ pub struct Metrics {
     lockdown: Arc<AtomicBool>,
     /// Failed reads of the counters.
     read_errors: AtomicU64,
+    /// The audit log, when one is written: its dropped and failed lines are exported.
+    audit: std::sync::OnceLock<Arc<crate::mcp::audit::AuditLog>>,
 }
 
 impl Metrics {
@@ -333,6 +335,7 @@ impl Metrics {
             kernel_expected: AtomicBool::new(false),
             lockdown: Arc::default(),
             read_errors: AtomicU64::new(0),
+            audit: std::sync::OnceLock::new(),
         };
         // Seed the budget from what the map already holds, busiest first, so the series a
         // previous run exported keep their labels.
@@ -343,6 +346,11 @@ impl Metrics {
     /// Records whether kernel enforcement was asked for (`mcp_gateway_ebpf_expected`).
     pub fn expect_kernel(&self, expected: bool) {
         self.kernel_expected.store(expected, Ordering::Relaxed);
+    }
+
+    /// Exports the audit log's dropped and failed lines.
+    pub fn watch_audit(&self, log: Arc<crate::mcp::audit::AuditLog>) {
+        let _ = self.audit.set(log);
     }
 
     /// The flag behind `mcp_gateway_lockdown`.
@@ -593,6 +601,29 @@ impl Metrics {
             &[("op", "read")],
             self.read_errors.load(Ordering::Relaxed),
         );
+
+        let audit = self.audit.get();
+        let queues = [
+            (
+                "mcp_gateway_audit_dropped",
+                "Audit lines dropped because the audit log's queue was full (its writer is stuck or too slow: a full disk, a pipe nobody reads).",
+                audit.map_or(0, |a| a.dropped()),
+            ),
+            (
+                "mcp_gateway_audit_write_errors",
+                "Audit lines the audit log's writer could not write (disk full, permissions).",
+                audit.map_or(0, |a| a.failed()),
+            ),
+            (
+                "mcp_gateway_log_dropped",
+                "Log lines dropped because stderr could not take them (its reader stalled).",
+                crate::security_log::log_dropped(),
+            ),
+        ];
+        for (name, help, value) in queues {
+            enc.family(name, Kind::Counter, help);
+            enc.sample(&format!("{name}_total"), &[], value);
+        }
 
         enc.family(
             "mcp_gateway_build_info",

@@ -312,12 +312,6 @@ async fn handshake(
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("no handshake within {:?}", gw.limits.header_timeout),
     };
-    let ip = client.peer.ip().to_canonical().to_string();
-    if gw.refusal(client, gateway_common::Reason::Tls, &ip) {
-        tracing::warn!(
-            server = %gw.name, reason = "tls", peer = %client.peer, error = %why,
-            "refused a TLS handshake (the client's error: no or an untrusted client certificate, a name not allowed, or not TLS)"
-        );
-    }
+    gw.refused_handshake(client, &why);
     None
 }

@@ -12,6 +12,7 @@ use super::{
     connect::Connector,
     headers,
     pool::{Pool, PoolError},
+    refusal::Refusal,
     reply,
 };
 use crate::config::{Upstream, UpstreamAddr};
@@ -37,20 +38,19 @@ pub enum Outgoing {
 /// Sends the request upstream. Paths pass through unchanged; `Host` becomes the upstream's
 /// authority (`localhost` for a socket) so an upstream that checks Host itself accepts it.
 /// `identity` asks the upstream for an uncompressed response (one the gateway must read).
+/// The request's method and headers move into the upstream request. A client's fault found
+/// while forwarding (its body broke, or grew over the cap) is its refusal; the upstream's
+/// failures are answered here (502, 504).
 pub async fn forward(
     gw: &Gateway,
     client: &Client,
-    parts: Parts,
+    parts: &mut Parts,
     body: Outgoing,
     identity: bool,
-) -> Response<Body> {
-    let Parts {
-        method,
-        uri,
-        version: _,
-        mut headers,
-        ..
-    } = parts;
+) -> Result<Response<Body>, Refusal> {
+    let method = std::mem::take(&mut parts.method);
+    let uri = &parts.uri;
+    let mut headers = std::mem::take(&mut parts.headers);
     let client_host = headers.get(header::HOST).cloned();
     headers::strip_hop_by_hop(&mut headers);
     headers::set_forwarded(
@@ -59,6 +59,7 @@ pub async fn forward(
         client_host.as_ref(),
         gw.tls.is_some(),
     );
+    headers::rewrite_origin(&mut headers, gw.upstream_origin.as_ref());
     if gw.credentials.is_some() {
         // The gateway's own token is not the upstream's business.
         headers.remove(header::AUTHORIZATION);
@@ -71,10 +72,10 @@ pub async fn forward(
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
     );
     let Ok(target) = Uri::from_parts(target) else {
-        return reply::json_rpc_error(
+        return Ok(reply::json_rpc_error(
             StatusCode::BAD_REQUEST,
             "Bad request: invalid request target",
-        );
+        ));
     };
     headers.insert(header::HOST, gw.upstream_host.clone());
     if identity {
@@ -95,10 +96,10 @@ pub async fn forward(
 
     // A connection closed to make room forwards nothing; one that forwards is never closed.
     if !client.slot.forwarding() {
-        return reply::json_rpc_error(
+        return Ok(reply::json_rpc_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "Service unavailable: the gateway is at its connection limit",
-        );
+        ));
     }
     // Connecting has its own timeout; this one bounds a hung MCP server (it never answers).
     let sent = tokio::time::timeout(gw.limits.response_timeout, gw.pool.send(req)).await;
@@ -107,7 +108,7 @@ pub async fn forward(
     }
     let resp = match sent {
         Ok(Ok(resp)) => resp,
-        Ok(Err(err)) => return upstream_error(gw, client, &err, fault.as_deref()),
+        Ok(Err(err)) => return upstream_error(gw, &err, fault.as_deref()),
         Err(_) => {
             if gw
                 .rejections
@@ -115,20 +116,16 @@ pub async fn forward(
             {
                 tracing::warn!(server = %gw.name, upstream = %gw.upstream, timeout = ?gw.limits.response_timeout, "the upstream did not answer in time (response_timeout_secs): is the MCP server hung?");
             }
-            return reply::json_rpc_error(
+            return Ok(reply::json_rpc_error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "Gateway timeout: the MCP server did not answer in time",
-            );
+            ));
         }
     };
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_cors(&mut parts.headers);
-    let is_sse = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    let is_sse = crate::mcp::sse::is_event_stream(&parts.headers);
     let body = Released::wrap(body, client.slot.clone());
     // SSE streams end cleanly on shutdown or an upstream failure, and are counted while open.
     // Other bodies cut short stay cut: a truncated JSON answer must not look complete.
@@ -148,36 +145,28 @@ pub async fn forward(
     } else {
         body
     };
-    Response::from_parts(parts, body)
+    Ok(Response::from_parts(parts, body))
 }
 
-/// Maps a failed upstream exchange to 413 or 400 (the client's fault), 504 or 502 (the
-/// upstream's), with a JSON-RPC error body.
+/// Maps a failed upstream exchange to the client's refusal (413, 400: its body's fault), or
+/// to 504 or 502 (the upstream's), with a JSON-RPC error body.
 fn upstream_error(
     gw: &Gateway,
-    client: &Client,
     err: &PoolError,
     fault: Option<&ClientFault>,
-) -> Response<Body> {
+) -> Result<Response<Body>, Refusal> {
     let is_connect = matches!(err, PoolError::Connect(_));
     if find::<LengthLimitError>(err).is_some() {
-        return reply::json_rpc_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "Payload too large: the request body exceeds {} bytes",
-                gw.limits.max_body_bytes
-            ),
-        );
+        return Err(gw.too_large());
     }
     if let Some(why) = fault.and_then(ClientFault::get) {
-        gw.client_error(client, why);
-        return reply::error(
-            StatusCode::BAD_REQUEST,
-            reply::SERVER_ERROR,
-            "Bad request: the request body is malformed or was cut short",
-            None,
-        );
+        return Err(Refusal::BrokenBody(why.to_owned()));
     }
+    Ok(upstream_failure(gw, err, is_connect))
+}
+
+/// The answer to an exchange the upstream failed: 504 or 502, logged rate-limited.
+fn upstream_failure(gw: &Gateway, err: &PoolError, is_connect: bool) -> Response<Body> {
     let io = find::<std::io::Error>(err).map(std::io::Error::kind);
     let timed_out = io == Some(std::io::ErrorKind::TimedOut);
     // Every accepted request can fail while the upstream is down: logged rate-limited.

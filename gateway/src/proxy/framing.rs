@@ -15,8 +15,6 @@
 //! a request.
 use http::{Method, StatusCode, header, request::Parts};
 
-use super::{Client, Gateway, body::Body, reply};
-
 /// Why the framing was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -56,29 +54,6 @@ pub fn verify(parts: &Parts, both_lengths: bool) -> Result<(), Refusal> {
         return Err(Refusal::BothLengths);
     }
     Ok(())
-}
-
-impl Gateway {
-    /// Answers a refused framing: counted and logged as the client's error.
-    pub(super) fn refuse_framing(&self, client: &Client, refusal: Refusal) -> http::Response<Body> {
-        self.client_error(
-            client,
-            match refusal {
-                Refusal::BothLengths => {
-                    "Content-Length and Transfer-Encoding together (request smuggling?): refused, 400"
-                }
-                Refusal::Connect => "a CONNECT request: refused, 405",
-            },
-        );
-        let mut resp = reply::json_rpc_error(refusal.status(), refusal.message());
-        if refusal == Refusal::Connect {
-            resp.headers_mut().insert(
-                header::ALLOW,
-                http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-            );
-        }
-        resp
-    }
 }
 
 #[cfg(test)]

@@ -121,6 +121,24 @@ pub fn set_forwarded(
     }
 }
 
+/// Where the browser's Origin goes when the upstream is shown its own.
+pub const X_FORWARDED_ORIGIN: HeaderName = HeaderName::from_static("x-forwarded-origin");
+
+/// The Origin the upstream sees. The gateway allowed the browser's origin and answers CORS
+/// itself, so by default (`own`: the upstream's own origin) the upstream sees a same-origin
+/// request its own rebinding check accepts, and the browser's origin in `X-Forwarded-Origin`.
+/// With `pass_origin` (`own` is `None`) the Origin passes unchanged. A client's own
+/// `X-Forwarded-Origin` is never trusted: the gateway is the first proxy.
+pub fn rewrite_origin(headers: &mut HeaderMap, own: Option<&HeaderValue>) {
+    headers.remove(X_FORWARDED_ORIGIN);
+    if let Some(own) = own
+        && let Some(origin) = headers.remove(header::ORIGIN)
+    {
+        headers.insert(X_FORWARDED_ORIGIN, origin);
+        headers.insert(header::ORIGIN, own.clone());
+    }
+}
+
 /// CORS response headers belong to the gateway: drop the upstream's before adding ours.
 pub fn strip_cors(headers: &mut HeaderMap) {
     let is_cors = |n: &HeaderName| n.as_str().starts_with("access-control-");
@@ -136,6 +154,72 @@ pub fn strip_cors(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origin_table() {
+        let own = HeaderValue::from_static("http://127.0.0.1:8000");
+        // (request headers, own origin?, Origin after, X-Forwarded-Origin after)
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            bool,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let cases: [Case<'_>; 6] = [
+            (
+                &[("origin", "https://app.example.com")],
+                true,
+                Some("http://127.0.0.1:8000"),
+                Some("https://app.example.com"),
+            ),
+            (
+                &[("origin", "https://app.example.com")],
+                false,
+                Some("https://app.example.com"),
+                None,
+            ),
+            // No Origin (a non-browser client): nothing is added.
+            (&[], true, None, None),
+            // A client's own forwarding header is dropped, rewritten or not.
+            (
+                &[("x-forwarded-origin", "https://evil.example")],
+                true,
+                None,
+                None,
+            ),
+            (
+                &[
+                    ("x-forwarded-origin", "https://evil.example"),
+                    ("origin", "http://localhost:3000"),
+                ],
+                true,
+                Some("http://127.0.0.1:8000"),
+                Some("http://localhost:3000"),
+            ),
+            (
+                &[("x-forwarded-origin", "https://evil.example")],
+                false,
+                None,
+                None,
+            ),
+        ];
+        for (pairs, rewrite, origin, forwarded) in cases {
+            let mut headers = map(pairs);
+            rewrite_origin(&mut headers, rewrite.then_some(&own));
+            let get = |name: &HeaderName| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(
+                get(&header::ORIGIN).as_deref(),
+                origin,
+                "{pairs:?} {rewrite}"
+            );
+            assert_eq!(
+                get(&X_FORWARDED_ORIGIN).as_deref(),
+                forwarded,
+                "{pairs:?} {rewrite}"
+            );
+            assert!(headers.get_all(header::ORIGIN).iter().count() <= 1);
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -20,28 +20,25 @@ use std::{
 
 use bytes::Bytes;
 use gateway_common::Reason;
-use http::{Method, Response, StatusCode, header, request::Parts};
+use http::{Method, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::sync::mpsc;
 
 use super::{
-    Client, Gateway,
-    audit::Call,
+    Ctx, Gateway,
     body::{self, Body, BoxError, ReadError},
     forward::Outgoing,
+    refusal::{Refusal, Refused},
     reply,
 };
-use crate::{
-    mcp::{
-        McpPolicy,
-        allow::Refusal,
-        filter, headers,
-        message::{self, Kind},
-        scope::{self, Paths},
-        sse,
-    },
-    policy::{Accepted, sanitize},
+use crate::mcp::{
+    McpPolicy,
+    allow::Refusal as AllowRefusal,
+    filter, headers,
+    message::{self, Kind},
+    scope::{self, Paths},
+    sse,
 };
 
 /// Largest `tools/list` answer the gateway reads to filter (bigger: 502, never unfiltered).
@@ -75,7 +72,7 @@ impl LegacyStreams {
     }
 
     /// Queues `event` on the stream of `target`; `false` when no such stream is open.
-    fn deliver(&self, target: &str, event: Bytes) -> bool {
+    pub(super) fn deliver(&self, target: &str, event: Bytes) -> bool {
         let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(target).is_some_and(|tx| tx.try_send(event).is_ok())
     }
@@ -98,15 +95,13 @@ impl Inspection {
 }
 
 impl Gateway {
-    /// Reads and checks the MCP message a request carries; the body to forward, or the answer.
+    /// Reads and checks the MCP message a request carries: the body to forward, or the refusal.
     pub(super) async fn inspect(
         &self,
-        client: &Client,
-        parts: &Parts,
+        ctx: &mut Ctx,
         body: Incoming,
-        accepted: &Accepted,
-        call: &mut Call,
-    ) -> Result<(Outgoing, Inspection), Response<Body>> {
+    ) -> Result<(Outgoing, Inspection), Refused> {
+        let (parts, call) = (&ctx.parts, &mut ctx.call);
         let mcp_path = self.paths.contains(parts.uri.path());
         if parts.method == Method::GET && mcp_path {
             let stream = Inspection {
@@ -118,47 +113,34 @@ impl Gateway {
         if parts.method != Method::POST {
             return Ok((Outgoing::Streamed(body), Inspection::default()));
         }
-        if scope::is_encoded(&parts.headers) {
-            return Err(self.refuse_invalid(
-                client,
-                parts,
-                accepted,
-                call,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                reply::SERVER_ERROR,
-                "Unsupported media type: compressed request bodies are not accepted",
-                None,
-            ));
-        }
+        let unsupported = |why: &str| Refusal::Invalid {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: reply::SERVER_ERROR,
+            why: why.to_owned(),
+            id: None,
+        };
+        const JSON_ONLY: &str =
+            "Unsupported media type: MCP messages are POSTed as Content-Type: application/json";
         let json = scope::is_json(&parts.headers);
-        // The endpoint takes JSON only: refused before a byte of the body is read.
-        if mcp_path && !json {
+        let unread = if scope::is_encoded(&parts.headers) {
+            Some(unsupported(
+                "Unsupported media type: compressed request bodies are not accepted",
+            ))
+        } else if mcp_path && !json {
+            // The endpoint takes JSON only: refused before a byte of the body is read.
             call.unreadable(0);
-            return Err(self.refuse_invalid(
-                client,
-                parts,
-                accepted,
-                call,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                reply::SERVER_ERROR,
-                "Unsupported media type: MCP messages are POSTed as Content-Type: application/json",
-                None,
-            ));
+            Some(unsupported(JSON_ONLY))
+        } else {
+            None
+        };
+        if let Some(refusal) = unread {
+            let unread = Some(body);
+            return Err(Refused { refusal, unread });
         }
         let bytes = match body::read_all(body, self.limits.max_body_bytes).await {
             Ok(bytes) => bytes,
-            Err(ReadError::TooLarge) => {
-                call.refused("too_large");
-                return Err(self.too_large());
-            }
-            Err(ReadError::Client(why)) => {
-                self.client_error(client, &why);
-                call.refused("invalid");
-                return Err(reply::json_rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    "Bad request: the request body is malformed or was cut short",
-                ));
-            }
+            Err(ReadError::TooLarge) => return Err(self.too_large().into()),
+            Err(ReadError::Client(why)) => return Err(Refusal::BrokenBody(why).into()),
         };
         if !mcp_path && !scope::looks_like_jsonrpc(&bytes) {
             // Not an MCP message (an OAuth form, a registration request): as it came.
@@ -166,52 +148,32 @@ impl Gateway {
         }
         if !json {
             call.unreadable(bytes.len());
-            return Err(self.refuse_invalid(
-                client,
-                parts,
-                accepted,
-                call,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                reply::SERVER_ERROR,
-                "Unsupported media type: MCP messages are POSTed as Content-Type: application/json",
-                None,
-            ));
+            return Err(unsupported(JSON_ONLY).into());
         }
         let messages = match message::parse(&bytes) {
             Ok(messages) => messages,
             Err(invalid) => {
                 call.unreadable(bytes.len());
-                let status = StatusCode::BAD_REQUEST;
-                let why = format!("Invalid MCP message: {}", invalid.why);
-                return Err(self.refuse_invalid(
-                    client,
-                    parts,
-                    accepted,
-                    call,
-                    status,
-                    invalid.code,
-                    &why,
-                    invalid.id.as_deref(),
-                ));
+                return Err(Refusal::Invalid {
+                    status: StatusCode::BAD_REQUEST,
+                    code: invalid.code,
+                    why: format!("Invalid MCP message: {}", invalid.why),
+                    id: invalid.id,
+                }
+                .into());
             }
         };
         call.messages(&messages, bytes.len());
         if let Err(m) = headers::check(&parts.headers, &messages) {
-            let why = format!("Header mismatch: {}", m.why);
-            return Err(self.refuse_invalid(
-                client,
-                parts,
-                accepted,
-                call,
-                StatusCode::BAD_REQUEST,
-                m.code,
-                &why,
-                m.id.as_deref(),
-            ));
+            return Err(Refusal::Invalid {
+                status: StatusCode::BAD_REQUEST,
+                code: m.code,
+                why: format!("Header mismatch: {}", m.why),
+                id: m.id,
+            }
+            .into());
         }
-        if let Some(refused) = self.allow(client, parts, &messages, accepted, call) {
-            return Err(refused);
-        }
+        self.allow(&messages)?;
         let filter_tools = self.mcp.filters_tools()
             && messages
                 .messages()
@@ -224,40 +186,22 @@ impl Gateway {
         Ok((Outgoing::Buffered(bytes), inspection))
     }
 
-    /// The method and tool allowlists over every message of the body: the answer to a refusal.
-    fn allow(
-        &self,
-        client: &Client,
-        parts: &Parts,
-        messages: &message::Body,
-        accepted: &Accepted,
-        call: &mut Call,
-    ) -> Option<Response<Body>> {
-        let refusals: Vec<Option<Refusal>> = messages
+    /// The method and tool allowlists over every message of the body.
+    fn allow(&self, messages: &message::Body) -> Result<(), Refusal> {
+        let refusals: Vec<Option<AllowRefusal>> = messages
             .messages()
             .iter()
             .map(|m| self.mcp.message(m).err())
             .collect();
-        let first = refusals.iter().flatten().next()?;
-        let label = super::label(accepted, parts);
+        let Some(first) = refusals.iter().flatten().next() else {
+            return Ok(());
+        };
         let reason = match first.reason {
             crate::mcp::allow::RefusalReason::Tool => Reason::Tool,
             crate::mcp::allow::RefusalReason::Method => Reason::Method,
         };
-        self.metrics
-            .reject(reason, self.listen_port, &label, client.label());
-        if self
-            .rejections
-            .admit(&format!("{} {} {}", self.name, reason.name(), first.value))
-        {
-            tracing::warn!(
-                server = %self.name, reason = reason.name(), value = ?first.value, peer = %client.peer,
-                credential = ?client.name(), origin = ?label, rule = %first.rule, "refused MCP message"
-            );
-        }
-        call.refused(reason.name());
         let message = format!("Forbidden: {} not allowed", first.reason.as_str());
-        let body = match messages {
+        let answer = match messages {
             message::Body::Single(m) => {
                 reply::error_object(reply::SERVER_ERROR, &message, m.id.as_deref())
             }
@@ -282,53 +226,12 @@ impl Gateway {
                 }
             }
         };
-        // A legacy HTTP+SSE session: answered on its stream, as that transport answers.
-        let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
-        let event = Bytes::from(format!("event: message\ndata: {body}\n\n"));
-        if !self.paths.endpoint().eq(parts.uri.path()) && self.legacy.deliver(target, event) {
-            return Some(reply::accepted());
-        }
-        Some(reply::json(StatusCode::FORBIDDEN, body))
-    }
-
-    /// A request that is not a valid MCP message: counted and logged as the client's, answered
-    /// with `status` and a JSON-RPC error.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call site's worth of context"
-    )]
-    fn refuse_invalid(
-        &self,
-        client: &Client,
-        parts: &Parts,
-        accepted: &Accepted,
-        call: &mut Call,
-        status: StatusCode,
-        code: i64,
-        why: &str,
-        id: Option<&str>,
-    ) -> Response<Body> {
-        let label = super::label(accepted, parts);
-        if self.refusal(client, Reason::Invalid, &label) {
-            tracing::warn!(
-                server = %self.name, reason = "invalid", status = status.as_u16(), code,
-                peer = %client.peer, credential = ?client.name(), origin = ?label, path = ?parts.uri.path(), why,
-                "rejected request: not a valid MCP message (the client's error)"
-            );
-        }
-        call.refused("invalid");
-        reply::error(status, code, why, id)
-    }
-
-    /// A request body over the cap.
-    pub(super) fn too_large(&self) -> Response<Body> {
-        reply::json_rpc_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "Payload too large: the request body exceeds {} bytes",
-                self.limits.max_body_bytes
-            ),
-        )
+        Err(Refusal::Message {
+            reason,
+            value: first.value.clone(),
+            rule: first.rule.clone(),
+            answer,
+        })
     }
 
     /// Reads what must be read of the upstream's answer.
@@ -340,13 +243,7 @@ impl Gateway {
         if !inspection.reads_response() || !resp.status().is_success() {
             return resp;
         }
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let is_sse = content_type.trim_start().starts_with("text/event-stream");
+        let is_sse = sse::is_event_stream(resp.headers());
         let filter_tools = self.mcp.filters_tools();
         let encoded = resp
             .headers()
@@ -401,26 +298,6 @@ impl Gateway {
         };
         parts.headers.remove(header::CONTENT_LENGTH);
         Response::from_parts(parts, reply::full(bytes))
-    }
-
-    /// The client's body broke: logged as the client's error (rate-limited), and counted.
-    pub(super) fn client_error(&self, client: &Client, why: &str) {
-        let peer = client.peer;
-        self.metrics.reject(
-            Reason::Invalid,
-            self.listen_port,
-            &sanitize(peer.ip().to_string().as_bytes()),
-            client.label(),
-        );
-        if self
-            .rejections
-            .admit(&format!("{} client-body {}", self.name, peer.ip()))
-        {
-            tracing::warn!(
-                server = %self.name, peer = %peer, error = why,
-                "rejected request: the client's request is malformed, or its body was cut short (the client's error, not the MCP server's)"
-            );
-        }
     }
 }
 

@@ -28,6 +28,7 @@ pub mod headers;
 pub mod mcp;
 pub mod pool;
 pub mod probation;
+pub mod refusal;
 pub mod reply;
 pub mod slots;
 
@@ -39,18 +40,22 @@ use std::{
     },
 };
 
-use http::{Request, Response, StatusCode, header, request::Parts};
+use http::{Request, Response, header, request::Parts};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 pub use self::accept::{listen, serve};
-use self::{audit::Call, body::Body};
+use self::{
+    audit::Call,
+    body::Body,
+    refusal::{Refusal, Refused},
+};
 use crate::{
     config::{ConfigError, Limits, ServerSettings, Upstream},
     credentials::{self, CredentialStore},
     mcp::{McpPolicy, audit::AuditLog, scope::Paths},
-    metrics::{self, Metrics, ServerStats},
-    policy::{Accepted, Policy, Rejection, cors, sanitize},
+    metrics::{Metrics, ServerStats},
+    policy::{Accepted, Policy, cors},
     ratelimit::{Decision, Limiter},
     security_log::RejectionLog,
     source::SourceList,
@@ -123,6 +128,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     /// The upstream's `Host` value, parsed once.
     pub(super) upstream_host: http::HeaderValue,
+    /// The upstream's own origin, sent in place of an allowed browser's (`None`: `pass_origin`).
+    pub(super) upstream_origin: Option<http::HeaderValue>,
     /// The bearer tokens every request must present, when configured.
     pub credentials: Option<Arc<CredentialStore>>,
     /// HTTPS, when configured (with client certificates when it has a client CA).
@@ -174,6 +181,13 @@ impl Gateway {
         };
         let upstream_host = http::HeaderValue::from_str(settings.upstream.host())
             .map_err(|e| bad_upstream(format!("{e}")))?;
+        let upstream_origin = match settings.pass_origin {
+            true => None,
+            false => Some(
+                http::HeaderValue::from_str(&format!("http://{}", settings.upstream.host()))
+                    .map_err(|e| bad_upstream(format!("{e}")))?,
+            ),
+        };
         let stats = metrics.server(index);
         if let Some(tls) = &settings.tls {
             stats.certificate_in_force(tls.loaded.cert.not_after);
@@ -190,6 +204,7 @@ impl Gateway {
             mcp,
             upstream: settings.upstream,
             upstream_host,
+            upstream_origin,
             credentials: settings
                 .credentials
                 .map(|c| Arc::new(CredentialStore::new(c.path, c.set, c.version))),
@@ -228,76 +243,86 @@ impl Gateway {
         resp
     }
 
-    /// The request path, as listed in the module docs.
+    /// The request path, as listed in the module docs: every layer answers through here, a
+    /// refusal through [`Gateway::refuse`].
     async fn route(&self, client: &mut Client, req: Request<Incoming>) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let mut call = Call::start(self, client, &parts);
+        let mut ctx = Ctx {
+            call: Call::start(self, client, &parts),
+            parts,
+            accepted: None,
+        };
+        let mut resp = match self.layers(client, &mut ctx, body).await {
+            Ok(resp) => resp,
+            Err(refused) => self.refuse(client, &mut ctx, refused).await,
+        };
+        // The allowed origin may read every answer, the gateway's own errors included.
+        if let Some(accepted) = &ctx.accepted {
+            refusal::allow_origin(&mut resp, accepted);
+        }
+        ctx.call.finish(resp)
+    }
+
+    /// The layers, top to bottom; the first that answers ends the request.
+    async fn layers(
+        &self,
+        client: &mut Client,
+        ctx: &mut Ctx,
+        body: Incoming,
+    ) -> Result<Response<Body>, Refused> {
+        // Everything decided from the head alone comes first: the body is not read for it.
+        match self.admit(client, ctx) {
+            Ok(Some(preflight)) => return Ok(preflight),
+            Ok(None) => {}
+            Err(refusal) => {
+                let unread = Some(body);
+                return Err(Refused { refusal, unread });
+            }
+        }
+        // MCP messages are read and checked before anything is forwarded.
+        let (body, inspection) = self.inspect(ctx, body).await?;
+        tracing::debug!(server = %self.name, peer = %client.peer, credential = ?client.name(), method = %ctx.parts.method, path = ?ctx.parts.uri.path(), "accepted");
+        let sent = std::time::Instant::now();
+        let reads = inspection.reads_response();
+        let resp = forward::forward(self, client, &mut ctx.parts, body, reads).await?;
+        self.stats.upstream_duration(sent.elapsed());
+        // What must be read of the answer is: tools/list filtered, legacy message paths learned.
+        Ok(self.inspect_response(resp, &inspection).await)
+    }
+
+    /// The layers decided from the request head: `Some` answer for an allowed CORS preflight.
+    fn admit(&self, client: &mut Client, ctx: &mut Ctx) -> Result<Option<Response<Body>>, Refusal> {
+        let parts = &ctx.parts;
         // Under lockdown the kernel cut the ports; anything that still arrives is not served.
         if self.locked.load(Ordering::Relaxed) {
-            call.refused("lockdown");
-            let ip = client.peer.ip().to_canonical().to_string();
-            // The lock watcher logged the lockdown once; each refusal is only counted.
-            self.refusal(client, gateway_common::Reason::Lockdown, &ip);
-            return call.finish(reply::locked());
+            return Err(Refusal::Lockdown);
         }
         // A non-loopback listener's source allowlist (the kernel drops the rest first).
         if !self.sources.allows(client.peer.ip()) {
-            call.refused("source");
-            return call.finish(self.refuse_source(client, &parts));
+            return Err(Refusal::Source);
         }
         // CORS preflights are the gateway's to answer: the upstream never sees one.
-        if cors::is_preflight(&parts) {
-            return match cors::preflight(&self.policy, &parts) {
-                Ok(headers) => reply::preflight(headers),
-                Err(rejection) => self.reject(client, &parts, &rejection),
-            };
+        if cors::is_preflight(parts) {
+            let headers = cors::preflight(&self.policy, parts).map_err(Refusal::Policy)?;
+            return Ok(Some(reply::preflight(headers)));
         }
         // Host/Origin first: a DNS-rebound or cross-site page is refused before anything else.
-        let accepted = match self.policy.verify(&parts) {
-            Ok(accepted) => accepted,
-            Err(rejection) => {
-                call.refused(rejection.reason.as_str());
-                return call.finish(self.reject(client, &parts, &rejection));
-            }
-        };
+        let accepted = self.policy.verify(parts).map_err(Refusal::Policy)?;
         // Framing hyper accepts but smuggling needs (a hidden Content-Length, CONNECT).
-        if let Err(refusal) = framing::verify(&parts, client.marks.both_lengths()) {
-            call.refused("invalid");
-            return call.finish(self.refuse_framing(client, refusal));
-        }
-        let mut resp = self
-            .admitted(client, parts, body, &accepted, &mut call)
-            .await;
-        // The allowed origin may read every answer, the gateway's own errors included. Appended,
-        // so an upstream `Vary` survives (upstream CORS headers were already dropped).
-        for (name, value) in &cors::response_headers(&accepted) {
-            resp.headers_mut().append(name, value.clone());
-        }
-        call.finish(resp)
-    }
-
-    /// The layers after Host/Origin.
-    async fn admitted(
-        &self,
-        client: &mut Client,
-        parts: Parts,
-        body: Incoming,
-        accepted: &Accepted,
-        call: &mut Call,
-    ) -> Response<Body> {
+        framing::verify(parts, client.marks.both_lengths()).map_err(Refusal::Framing)?;
+        let accepted = ctx.accepted.insert(accepted);
         // Bearer tokens, when configured (with client certificates too, both are required).
         if let Some(store) = &self.credentials {
             let set = store.current();
             let Some(credential) = credentials::verify(&parts.headers, &set) else {
-                call.refused("auth");
-                return self.refuse_auth(client, &parts, accepted);
+                return Err(Refusal::Auth);
             };
             // A certificate's name wins: it is what the handshake proved.
             if client.credential.is_none() {
                 client.credential = Some(self.identity(&credential.name));
             }
         }
-        call.credential(client.name());
+        ctx.call.credential(client.name());
         // Each client's rate, keyed by its credential, else its address and Origin.
         if let Some(limiter) = &self.limiter {
             let key = match client.name() {
@@ -309,131 +334,31 @@ impl Gateway {
                 ),
             };
             if let Decision::Deny { retry_after } = limiter.check(&key, std::time::Instant::now()) {
-                call.refused("rate_limit");
-                return self.refuse_rate(client, &parts, accepted, retry_after);
+                return Err(Refusal::RateLimit { retry_after });
             }
         }
         // A declared body over the cap is refused before a byte of it is read.
-        if declared_length(&parts).is_some_and(|len| len > self.limits.max_body_bytes) {
-            call.refused("too_large");
-            return self.too_large();
+        if declared_length(parts).is_some_and(|len| len > self.limits.max_body_bytes) {
+            return Err(self.too_large());
         }
-        // MCP messages are read and checked before anything is forwarded.
-        let (body, inspection) = match self.inspect(client, &parts, body, accepted, call).await {
-            Ok(admitted) => admitted,
-            Err(refused) => return refused,
-        };
-        tracing::debug!(server = %self.name, peer = %client.peer, credential = ?client.name(), method = %parts.method, path = ?parts.uri.path(), rule = %accepted.rule(), "accepted");
-        let sent = std::time::Instant::now();
-        let resp = forward::forward(self, client, parts, body, inspection.reads_response()).await;
-        self.stats.upstream_duration(sent.elapsed());
-        // What must be read of the answer is: tools/list filtered, legacy message paths learned.
-        self.inspect_response(resp, &inspection).await
+        Ok(None)
     }
 
-    /// Counts a refusal of `client` for `reason` under the origin label `label`; whether to log
-    /// it (the log is rate-limited per server, reason and label).
-    pub(super) fn refusal(
-        &self,
-        client: &Client,
-        reason: gateway_common::Reason,
-        label: &str,
-    ) -> bool {
-        self.metrics
-            .reject(reason, self.listen_port, label, client.label());
-        self.rejections
-            .admit(&format!("{} {} {label}", self.name, reason.name()))
-    }
-
-    /// A 401 for a request without a valid bearer token: counted, logged (rate-limited).
-    fn refuse_auth(&self, client: &Client, parts: &Parts, accepted: &Accepted) -> Response<Body> {
-        let label = label(accepted, parts);
-        if self.refusal(client, gateway_common::Reason::Auth, &label) {
-            tracing::warn!(
-                server = %self.name, reason = "auth", value = ?label, peer = %client.peer,
-                credential = ?client.name(), method = %parts.method, path = ?parts.uri.path(),
-                "rejected request: missing or wrong bearer token"
-            );
+    /// A request body over the cap.
+    pub(super) fn too_large(&self) -> Refusal {
+        Refusal::TooLarge {
+            max: self.limits.max_body_bytes,
         }
-        reply::unauthorized()
-    }
-
-    /// A 403 for a client address off the source allowlist: counted by address, logged.
-    fn refuse_source(&self, client: &Client, parts: &Parts) -> Response<Body> {
-        let ip = client.peer.ip().to_canonical().to_string();
-        if self.refusal(client, gateway_common::Reason::Source, &ip) {
-            tracing::warn!(
-                server = %self.name, reason = "source", peer = %client.peer, method = %parts.method,
-                path = ?parts.uri.path(), "rejected request: the client's address is not on the source allowlist"
-            );
-        }
-        reply::json_rpc_error(StatusCode::FORBIDDEN, "Forbidden: source not allowed")
-    }
-
-    /// A 429 for a client over its rate: counted and logged (rate-limited).
-    fn refuse_rate(
-        &self,
-        client: &Client,
-        parts: &Parts,
-        accepted: &Accepted,
-        retry_after: std::time::Duration,
-    ) -> Response<Body> {
-        let label = label(accepted, parts);
-        if self.refusal(client, gateway_common::Reason::RateLimit, &label) {
-            tracing::warn!(
-                server = %self.name, reason = "rate_limit", value = ?label, peer = %client.peer,
-                credential = ?client.name(),
-                retry_after = ?retry_after, "rejected request: the client is over its rate limit"
-            );
-        }
-        reply::too_many(retry_after)
-    }
-
-    /// A 403 for a policy rejection: logged (rate-limited), never forwarded.
-    fn reject(&self, client: &Client, parts: &Parts, rejection: &Rejection) -> Response<Body> {
-        let reason = rejection.reason.as_str();
-        if self.refusal(
-            client,
-            metrics::counted_reason(rejection.reason),
-            &rejection.value,
-        ) {
-            let header = |name| {
-                parts
-                    .headers
-                    .get(name)
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            };
-            tracing::warn!(
-                server = %self.name,
-                reason,
-                value = ?rejection.value,
-                origin = ?header(header::ORIGIN),
-                host = ?header(header::HOST),
-                peer = %client.peer,
-                method = %parts.method,
-                path = ?parts.uri.path(),
-                rule = %rejection.rule,
-                "rejected request"
-            );
-        }
-        reply::json_rpc_error(StatusCode::FORBIDDEN, &rejection.message())
     }
 }
 
-/// How a refusal is counted and logged: by the allowed Origin, or the Host for non-browser
-/// clients (sanitised). Built only when something is refused.
-fn label(accepted: &Accepted, parts: &Parts) -> String {
-    accepted.origin.as_deref().map_or_else(
-        || {
-            sanitize(
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .map_or(&b""[..], |h| h.as_bytes()),
-            )
-        },
-        |origin| sanitize(origin.as_bytes()),
-    )
+/// One request's context through every layer: its head, the Host/Origin decision once made,
+/// and its audit record.
+#[derive(Debug)]
+pub(super) struct Ctx {
+    pub parts: Parts,
+    pub accepted: Option<Accepted>,
+    pub call: Call,
 }
 
 /// `Content-Length`, when the client declared one.

@@ -1,4 +1,4 @@
-//! Responses the gateway writes itself: JSON-RPC errors, the preflight answer, 401.
+//! Responses the gateway writes itself: JSON-RPC errors, the preflight answer, 202.
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
@@ -34,39 +34,6 @@ pub fn json(status: StatusCode, body: String) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    resp
-}
-
-/// 401 with `WWW-Authenticate: Bearer`; never says anything about the token itself.
-pub fn unauthorized() -> Response<Body> {
-    let mut resp = json_rpc_error(
-        StatusCode::UNAUTHORIZED,
-        "Unauthorized: a valid bearer token is required",
-    );
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"mcp-gateway\""),
-    );
-    resp
-}
-
-/// 503 while the server is under lockdown.
-pub fn locked() -> Response<Body> {
-    json_rpc_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Service unavailable: this MCP server is under lockdown",
-    )
-}
-
-/// 429 with `Retry-After` (whole seconds, at least 1).
-pub fn too_many(retry_after: std::time::Duration) -> Response<Body> {
-    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-    let mut resp = json_rpc_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        &format!("Too many requests: over the rate limit; retry in {secs} s"),
-    );
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     resp
 }
 
