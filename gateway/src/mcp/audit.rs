@@ -23,7 +23,7 @@ pub const MAX_NAME_CHARS: usize = 256;
 
 /// One line.
 #[derive(Debug, Serialize)]
-pub struct Record<'a> {
+pub struct Line<'a> {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
     pub server: &'a str,
@@ -201,11 +201,11 @@ impl AuditLog {
         self.queue.error_counter().dropped_lines() as u64
     }
 
-    /// Queues `records`, one line each, as one write; never waits.
-    pub fn write(&self, records: &[Record<'_>]) {
-        let mut buf = Vec::with_capacity(256 * records.len());
-        for record in records {
-            if serde_json::to_writer(&mut buf, record).is_ok() {
+    /// Queues `lines` as one write; never waits.
+    pub fn write(&self, lines: &[Line<'_>]) {
+        let mut buf = Vec::with_capacity(256 * lines.len());
+        for line in lines {
+            if serde_json::to_writer(&mut buf, line).is_ok() {
                 buf.push(b'\n');
             }
         }
@@ -244,7 +244,7 @@ mod tests {
         let path = dir.join("audit.jsonl");
         let log = AuditLog::open(&AuditTarget::File(path.clone())).expect("open");
         let id = RawValue::from_string("7".into()).unwrap();
-        let record = |decision| Record {
+        let record = |decision| Line {
             time: timestamp(SystemTime::now()),
             server: "s",
             peer: "127.0.0.1:5".into(),

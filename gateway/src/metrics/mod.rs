@@ -18,33 +18,46 @@ pub mod store;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
-use bytes::Bytes;
 use gateway_common::{LAYOUT_VERSION, Reason};
 use http::{Method, StatusCode};
-use http_body_util::BodyExt as _;
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use self::{
     encode::{Encoder, Format, Kind},
     series::Series,
     store::Store,
 };
-use crate::{
-    ebpf::{counters::Counter, enforce::KernelCheck},
-    proxy::{
-        accept::Shed,
-        body::{Body, BoxError},
-    },
-};
+use crate::ebpf::{counters::Counter, enforce::KernelCheck};
+
+/// Why connections were shed at the cap (the `why` label of
+/// `mcp_gateway_connections_shed_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shed {
+    /// A served connection waiting on its client was closed for a newcomer's request.
+    Evicted,
+    /// The oldest pending connection was closed: too many had not sent a request.
+    Pending,
+    /// A newcomer's request got 503: every served connection was busy upstream.
+    Busy,
+}
+
+impl Shed {
+    pub const ALL: [Self; 3] = [Self::Evicted, Self::Pending, Self::Busy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Evicted => "evicted",
+            Self::Pending => "pending",
+            Self::Busy => "busy",
+        }
+    }
+}
 
 /// Default `--metrics-listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -246,14 +259,10 @@ impl ServerStats {
         self.shed[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts an SSE stream until its body is dropped (stream ended or client gone).
-    pub fn track_sse(&self, body: Body) -> Body {
+    /// Counts an SSE stream until the guard drops (the stream ended or the client went).
+    pub fn sse_stream(&self) -> SseGuard {
         self.sse_streams.fetch_add(1, Ordering::Relaxed);
-        Tracked {
-            inner: body,
-            gauge: self.sse_streams.clone(),
-        }
-        .boxed_unsync()
+        SseGuard(self.sse_streams.clone())
     }
 }
 
@@ -678,34 +687,12 @@ impl Drop for PendingGuard {
     }
 }
 
-/// A response body that holds one `mcp_gateway_sse_streams` while alive.
-struct Tracked {
-    inner: Body,
-    gauge: Arc<AtomicI64>,
-}
+/// Holds one `mcp_gateway_sse_streams` while alive.
+#[derive(Debug)]
+pub struct SseGuard(Arc<AtomicI64>);
 
-impl Drop for Tracked {
+impl Drop for SseGuard {
     fn drop(&mut self) {
-        self.gauge.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl HttpBody for Tracked {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

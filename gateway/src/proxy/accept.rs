@@ -16,7 +16,7 @@ use super::{
     head_watch, probation, reply,
     slots::{Admission, Lease, NotServed, Pending},
 };
-use crate::{config::Limits, tls::TlsStore};
+use crate::{config::Limits, metrics::Shed, tls::TlsStore};
 
 /// Pending connections the kernel may queue for `accept` (it caps this at
 /// `net.core.somaxconn`, 4096 by default since Linux 5.4).
@@ -33,30 +33,6 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(BACKLOG)
-}
-
-/// Why connections were shed at the cap (the `why` label of
-/// `mcp_gateway_connections_shed_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shed {
-    /// A served connection waiting on its client was closed for a newcomer's request.
-    Evicted,
-    /// The oldest pending connection was closed: too many had not sent a request.
-    Pending,
-    /// A newcomer's request got 503: every served connection was busy upstream.
-    Busy,
-}
-
-impl Shed {
-    pub const ALL: [Self; 3] = [Self::Evicted, Self::Pending, Self::Busy];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Evicted => "evicted",
-            Self::Pending => "pending",
-            Self::Busy => "busy",
-        }
-    }
 }
 
 /// The HTTP/1.1 settings of every client connection: header timeout, head size and count caps.

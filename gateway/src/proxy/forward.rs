@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 
 use super::{
     Client, Gateway,
-    body::{self, Body, ClientFault, EndOnShutdown, Released},
+    body::{self, Body, ClientFault},
     connect::Connector,
     headers,
     pool::{Pool, PoolError},
@@ -87,7 +87,7 @@ pub async fn forward(
             let (body, fault) = body::limited(incoming, gw.limits.max_body_bytes);
             (body, Some(fault))
         }
-        Outgoing::Buffered(bytes) => (reply::full(bytes), None),
+        Outgoing::Buffered(bytes) => (body::buffered(bytes), None),
     };
     let mut req = Request::new(body);
     *req.method_mut() = method;
@@ -126,10 +126,10 @@ pub async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_cors(&mut parts.headers);
     let is_sse = crate::mcp::sse::is_event_stream(&parts.headers);
-    let body = Released::wrap(body, client.slot.clone());
+    let mut body = Body::upstream(body, client.slot.clone());
     // SSE streams end cleanly on shutdown or an upstream failure, and are counted while open.
     // Other bodies cut short stay cut: a truncated JSON answer must not look complete.
-    let body = if is_sse {
+    if is_sse {
         let (rejections, name, upstream) = (
             gw.rejections.clone(),
             gw.name.clone(),
@@ -140,11 +140,8 @@ pub async fn forward(
                 tracing::warn!(server = %name, %upstream, error = %err, "the upstream failed mid-stream (MCP server restarted or crashed?): ended the client's SSE stream cleanly so it can resume");
             }
         });
-        gw.stats
-            .track_sse(EndOnShutdown::wrap(body, gw.shutdown.clone(), on_error))
-    } else {
-        body
-    };
+        body.stream(gw.shutdown.clone(), on_error, gw.stats.sse_stream());
+    }
     Ok(Response::from_parts(parts, body))
 }
 

@@ -21,8 +21,7 @@ use std::{
 use bytes::Bytes;
 use gateway_common::Reason;
 use http::{Method, Response, StatusCode, header};
-use http_body_util::BodyExt as _;
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::body::{Body as HttpBody, Frame, Incoming};
 use tokio::sync::mpsc;
 
 use super::{
@@ -263,15 +262,16 @@ impl Gateway {
                 return resp;
             }
             let policy = must_filter.then(|| self.mcp.clone());
-            let (mut parts, body) = resp.into_parts();
+            let mut resp = resp;
             if policy.is_some() {
                 // A rewritten event changes the length.
-                parts.headers.remove(header::CONTENT_LENGTH);
+                resp.headers_mut().remove(header::CONTENT_LENGTH);
             }
             // Refusals need a way onto legacy sessions' streams; without rules there are none.
             let legacy = (inspection.stream && !self.mcp.is_empty()).then(|| self.legacy.clone());
-            let body = SseInspector::new(body, learn, policy, legacy).boxed_unsync();
-            return Response::from_parts(parts, body);
+            resp.body_mut()
+                .inspect_events(SseInspector::new(learn, policy, legacy));
+            return resp;
         }
         if inspection.filter_tools {
             return self.filter_json(resp).await;
@@ -297,15 +297,14 @@ impl Gateway {
             None => bytes,
         };
         parts.headers.remove(header::CONTENT_LENGTH);
-        Response::from_parts(parts, reply::full(bytes))
+        Response::from_parts(parts, Body::full(bytes))
     }
 }
 
 /// An SSE answer read event by event: the first event may teach the legacy message path, and
 /// tools results lose their refused tools. Bytes leave as soon as their event is complete; when
 /// nothing is left to do, frames pass straight through.
-struct SseInspector {
-    inner: Body,
+pub struct SseInspector {
     splitter: sse::Splitter,
     /// Set until the first event was seen.
     learn: Option<Arc<Paths>>,
@@ -328,7 +327,6 @@ impl Drop for SseInspector {
 
 impl SseInspector {
     fn new(
-        inner: Body,
         learn: Option<Arc<Paths>>,
         filter: Option<McpPolicy>,
         legacy: Option<Arc<LegacyStreams>>,
@@ -339,7 +337,6 @@ impl SseInspector {
             MAX_ENDPOINT_EVENT
         };
         Self {
-            inner,
             splitter: sse::Splitter::new(max),
             learn,
             filter,
@@ -378,14 +375,16 @@ impl SseInspector {
     }
 }
 
-impl HttpBody for SseInspector {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
+impl SseInspector {
+    /// The next frame for the client, read from `source` event by event.
+    pub(super) fn poll_events<S>(
+        &mut self,
+        source: &mut S,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+    where
+        S: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+    {
         loop {
             if let Some(frame) = self.ready.pop_front() {
                 return Poll::Ready(Some(Ok(frame)));
@@ -393,7 +392,7 @@ impl HttpBody for SseInspector {
             if self.done {
                 return Poll::Ready(None);
             }
-            let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            let frame = match Pin::new(&mut *source).poll_frame(cx) {
                 Poll::Pending => {
                     // Between upstream events, queued refusals of this session go out.
                     if self.splitter.is_empty()
@@ -443,9 +442,5 @@ impl HttpBody for SseInspector {
                 }
             }
         }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }

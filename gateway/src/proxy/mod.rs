@@ -18,7 +18,6 @@
 //! 11. forwarding: streamed both ways, hop-by-hop headers stripped, upstream Host set;
 //! 12. the answer: `tools/list` filtered, the allowed origin's CORS headers added, audited.
 pub mod accept;
-pub mod audit;
 pub mod body;
 pub mod connect;
 pub mod forward;
@@ -28,6 +27,7 @@ pub mod headers;
 pub mod mcp;
 pub mod pool;
 pub mod probation;
+pub mod record;
 pub mod refusal;
 pub mod reply;
 pub mod slots;
@@ -46,8 +46,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::accept::{listen, serve};
 use self::{
-    audit::Call,
     body::Body,
+    record::Call,
     refusal::{Refusal, Refused},
 };
 use crate::{

@@ -20,7 +20,7 @@ use hyper::{
 };
 use tower_service::Service as _;
 
-use super::{body::Body, connect::Connector};
+use super::{body::Outbound, connect::Connector};
 
 /// Idle connections kept at most; more are closed when they finish.
 const MAX_IDLE: usize = 256;
@@ -43,7 +43,7 @@ pub struct Pool {
     connector: Connector,
     /// What the TCP connector connects to (the upstream's `http://host:port`).
     target: Uri,
-    idle: Mutex<Vec<SendRequest<Body>>>,
+    idle: Mutex<Vec<SendRequest<Outbound>>>,
 }
 
 impl Pool {
@@ -55,7 +55,7 @@ impl Pool {
         })
     }
 
-    fn pop(&self) -> Option<SendRequest<Body>> {
+    fn pop(&self) -> Option<SendRequest<Outbound>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(conn) = idle.pop() {
             if !conn.is_closed() {
@@ -65,7 +65,7 @@ impl Pool {
         None
     }
 
-    fn put(&self, conn: SendRequest<Body>) {
+    fn put(&self, conn: SendRequest<Outbound>) {
         if conn.is_closed() {
             return;
         }
@@ -75,7 +75,7 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, PoolError> {
+    async fn connect(&self) -> Result<SendRequest<Outbound>, PoolError> {
         let io = self
             .connector
             .clone()
@@ -93,7 +93,7 @@ impl Pool {
     /// Sends `req` on an idle connection, or a new one.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<Body>,
+        mut req: Request<Outbound>,
     ) -> Result<Response<PooledBody>, PoolError> {
         loop {
             let (mut conn, reused) = match self.pop() {
@@ -129,7 +129,7 @@ impl Pool {
 #[derive(Debug)]
 pub struct PooledBody {
     inner: Incoming,
-    conn: Option<(SendRequest<Body>, Weak<Pool>)>,
+    conn: Option<(SendRequest<Outbound>, Weak<Pool>)>,
 }
 
 impl PooledBody {

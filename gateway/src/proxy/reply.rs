@@ -1,7 +1,6 @@
 //! Responses the gateway writes itself: JSON-RPC errors, the preflight answer, 202.
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt as _, Full};
 
 use super::body::Body;
 
@@ -28,7 +27,7 @@ pub fn error(status: StatusCode, code: i64, message: &str, id: Option<&str>) -> 
 
 /// A response with a JSON body.
 pub fn json(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(full(body));
+    let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -40,23 +39,17 @@ pub fn json(status: StatusCode, body: String) -> Response<Body> {
 /// `202 Accepted` without a body: a legacy HTTP+SSE message taken (its answer goes on the
 /// session's stream).
 pub fn accepted() -> Response<Body> {
-    let mut resp = Response::new(full(Bytes::new()));
+    let mut resp = Response::new(Body::full(Bytes::new()));
     *resp.status_mut() = StatusCode::ACCEPTED;
     resp
 }
 
 /// The gateway's own 204 answer to an allowed CORS preflight.
 pub fn preflight(headers: HeaderMap) -> Response<Body> {
-    let mut resp = Response::new(full(Bytes::new()));
+    let mut resp = Response::new(Body::full(Bytes::new()));
     *resp.status_mut() = StatusCode::NO_CONTENT;
     *resp.headers_mut() = headers;
     resp
-}
-
-pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 #[cfg(test)]

@@ -3,25 +3,17 @@
 //! the audit log is off.
 use std::{
     net::SocketAddr,
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
     time::{Instant, SystemTime},
 };
 
-use bytes::Bytes;
 use http::{Response, header, request::Parts};
-use http_body_util::BodyExt as _;
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use serde_json::value::RawValue;
 
-use super::{
-    Client, Gateway,
-    body::{Body, BoxError},
-};
+use super::{Client, Gateway, body::Body};
 use crate::{
     mcp::{
-        audit::{self, AuditLog, Record},
+        audit::{self, AuditLog, Line},
         message,
     },
     policy::sanitize,
@@ -35,8 +27,9 @@ struct Message {
     name: Option<String>,
 }
 
+/// What the audit log records of one request, written when its answer ends.
 #[derive(Debug)]
-struct Data {
+pub struct Record {
     log: Arc<AuditLog>,
     server: String,
     started: Instant,
@@ -55,10 +48,10 @@ struct Data {
     bytes_out: u64,
 }
 
-impl Data {
+impl Record {
     /// The line of one message (or of the request, when it carries none).
-    fn record<'a>(&'a self, m: Option<&'a Message>, duration_ms: f64) -> Record<'a> {
-        Record {
+    fn line<'a>(&'a self, m: Option<&'a Message>, duration_ms: f64) -> Line<'a> {
+        Line {
             time: audit::timestamp(self.time),
             server: &self.server,
             peer: self.peer.to_string(),
@@ -77,24 +70,30 @@ impl Data {
         }
     }
 
-    fn write(&self) {
+    /// `bytes` more of the answer were sent.
+    pub fn sent(&mut self, bytes: usize) {
+        self.bytes_out += bytes as u64;
+    }
+
+    /// Queues the record's lines on the audit log.
+    pub fn write(&self) {
         let micros = self.started.elapsed().as_micros();
         let duration_ms = micros as f64 / 1000.0;
-        let records: Vec<Record<'_>> = if self.messages.is_empty() {
-            vec![self.record(None, duration_ms)]
+        let lines: Vec<Line<'_>> = if self.messages.is_empty() {
+            vec![self.line(None, duration_ms)]
         } else {
             self.messages
                 .iter()
-                .map(|m| self.record(Some(m), duration_ms))
+                .map(|m| self.line(Some(m), duration_ms))
                 .collect()
         };
-        self.log.write(&records);
+        self.log.write(&lines);
     }
 }
 
 /// The audit record of one request; empty when the audit log is off.
 #[derive(Debug)]
-pub struct Call(Option<Box<Data>>);
+pub struct Call(Option<Box<Record>>);
 
 impl Call {
     /// Starts the record of a request to `gw`.
@@ -106,7 +105,7 @@ impl Call {
             .headers
             .get(header::ORIGIN)
             .map(|o| sanitize(o.as_bytes()));
-        Self(Some(Box::new(Data {
+        Self(Some(Box::new(Record {
             log: log.clone(),
             server: gw.name.clone(),
             started: Instant::now(),
@@ -169,64 +168,11 @@ impl Call {
     }
 
     /// Ties the record to the answer: written when its body ends or is dropped.
-    pub fn finish(self, resp: Response<Body>) -> Response<Body> {
-        let Some(mut data) = self.0.filter(|d| d.mcp) else {
-            return resp;
-        };
-        data.status = resp.status().as_u16();
-        let (parts, body) = resp.into_parts();
-        let body = Audited {
-            inner: body,
-            data: Some(data),
-        };
-        Response::from_parts(parts, body.boxed_unsync())
-    }
-}
-
-/// A response body that counts its bytes and writes the record when it ends.
-struct Audited {
-    inner: Body,
-    data: Option<Box<Data>>,
-}
-
-impl Drop for Audited {
-    fn drop(&mut self) {
-        if let Some(data) = self.data.take() {
-            data.write();
+    pub fn finish(self, mut resp: Response<Body>) -> Response<Body> {
+        if let Some(mut record) = self.0.filter(|r| r.mcp) {
+            record.status = resp.status().as_u16();
+            resp.body_mut().audit(record);
         }
-    }
-}
-
-impl HttpBody for Audited {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(bytes)) = (&mut self.data, frame.data_ref()) {
-                    data.bytes_out += bytes.len() as u64;
-                }
-            }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
-                if let Some(data) = self.data.take() {
-                    data.write();
-                }
-            }
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        resp
     }
 }
