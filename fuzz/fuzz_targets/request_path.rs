@@ -194,15 +194,11 @@ fn server(config: &Config) -> Server {
         },
         false => McpSettings::default(),
     };
+    // The production defaults, with short waits: a hung case must not stall the fuzzer.
     let limits = Limits {
-        max_body_bytes: 4 * 1024 * 1024,
-        header_timeout: Duration::from_secs(10),
-        max_header_bytes: 16 * 1024,
-        max_headers: 64,
-        max_connections: 512,
-        connect_timeout: Duration::from_secs(5),
         response_timeout: Duration::from_secs(5),
         shutdown_grace: Duration::from_secs(1),
+        ..Limits::default()
     };
     let settings = ServerSettings {
         name: "fuzz".into(),

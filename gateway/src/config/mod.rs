@@ -344,6 +344,23 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
+/// The defaults of every limit: the one place they are written (the configuration reference
+/// and the tests' harness read them from here).
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 * MIB,
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_connections: 512,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
 impl RunArgs {
     /// The per-server keys set by flags or the environment.
     fn keys(&self) -> ServerKeys {
@@ -584,15 +601,36 @@ fn server(
         allowed_origins: keys.allowed_origins.unwrap_or_default(),
     };
     Policy::new(&policy)?;
+    let d = Limits::default();
     let limits = Limits {
-        max_body_bytes: positive("max_body_bytes", keys.max_body_bytes, 4 * MIB)?,
-        header_timeout: secs("header_timeout_secs", keys.header_timeout_secs, 10.0)?,
-        max_header_bytes: positive("max_header_bytes", keys.max_header_bytes, 16 * 1024)?,
-        max_headers: positive("max_headers", keys.max_headers, 64)?,
-        max_connections: positive("max_connections", keys.max_connections, 512)?,
-        connect_timeout: secs("connect_timeout_secs", keys.connect_timeout_secs, 5.0)?,
-        response_timeout: secs("response_timeout_secs", keys.response_timeout_secs, 300.0)?,
-        shutdown_grace: secs("shutdown_grace_secs", keys.shutdown_grace_secs, 10.0)?,
+        max_body_bytes: positive("max_body_bytes", keys.max_body_bytes, d.max_body_bytes)?,
+        header_timeout: secs(
+            "header_timeout_secs",
+            keys.header_timeout_secs,
+            d.header_timeout,
+        )?,
+        max_header_bytes: positive(
+            "max_header_bytes",
+            keys.max_header_bytes,
+            d.max_header_bytes,
+        )?,
+        max_headers: positive("max_headers", keys.max_headers, d.max_headers)?,
+        max_connections: positive("max_connections", keys.max_connections, d.max_connections)?,
+        connect_timeout: secs(
+            "connect_timeout_secs",
+            keys.connect_timeout_secs,
+            d.connect_timeout,
+        )?,
+        response_timeout: secs(
+            "response_timeout_secs",
+            keys.response_timeout_secs,
+            d.response_timeout,
+        )?,
+        shutdown_grace: secs(
+            "shutdown_grace_secs",
+            keys.shutdown_grace_secs,
+            d.shutdown_grace,
+        )?,
     };
     // hyper's smallest read buffer.
     if limits.max_header_bytes < 8192 {
@@ -791,8 +829,8 @@ fn positive<T: PartialOrd + Default + Copy>(
     Ok(value)
 }
 
-fn secs(key: &'static str, value: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
-    let value = value.unwrap_or(default);
+fn secs(key: &'static str, value: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
+    let value = value.unwrap_or(default.as_secs_f64());
     Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| !d.is_zero())

@@ -10,10 +10,9 @@ use super::{
     Client, Gateway,
     body::{self, Body, ClientFault},
     connect::Connector,
-    headers,
     pool::{Pool, PoolError},
     refusal::Refusal,
-    reply,
+    reply, rewrite,
 };
 use crate::config::{Upstream, UpstreamAddr};
 
@@ -52,14 +51,14 @@ pub async fn forward(
     let uri = &parts.uri;
     let mut headers = std::mem::take(&mut parts.headers);
     let client_host = headers.get(header::HOST).cloned();
-    headers::strip_hop_by_hop(&mut headers);
-    headers::set_forwarded(
+    rewrite::strip_hop_by_hop(&mut headers);
+    rewrite::set_forwarded(
         &mut headers,
         &client.forwarded,
         client_host.as_ref(),
         gw.tls.is_some(),
     );
-    headers::rewrite_origin(&mut headers, gw.upstream_origin.as_ref());
+    rewrite::rewrite_origin(&mut headers, gw.upstream_origin.as_ref());
     if gw.credentials.is_some() {
         // The gateway's own token is not the upstream's business.
         headers.remove(header::AUTHORIZATION);
@@ -123,8 +122,8 @@ pub async fn forward(
         }
     };
     let (mut parts, body) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    headers::strip_cors(&mut parts.headers);
+    rewrite::strip_hop_by_hop(&mut parts.headers);
+    rewrite::strip_cors(&mut parts.headers);
     let is_sse = crate::mcp::sse::is_event_stream(&parts.headers);
     let mut body = Body::upstream(body, client.slot.clone());
     // SSE streams end cleanly on shutdown or an upstream failure, and are counted while open.

@@ -1,35 +1,40 @@
 //! The userspace gateway: a reverse proxy that lets a request reach the MCP server only after
 //! the Host/Origin policy and the MCP checks accepted it.
 //!
-//! A request passes these layers, top to bottom; the first that answers ends it:
-//! 1. connection (`serve`): max connections (at the cap the longest waiter on its client is
-//!    closed for the new one: `slots`), TLS handshake (client certificate checked there),
-//!    header read timeout, header size/count caps;
-//! 2. lockdown: while the server's ports are locked, 503 to anything that still arrives;
-//! 3. source allowlist (non-loopback listeners): 403 for a client address not on it;
-//! 4. CORS preflight: answered by the gateway itself, never forwarded;
-//! 5. Host/Origin policy: a rejection is a 403 with a JSON-RPC body, logged, never forwarded;
-//! 6. framing (`framing`, `head_watch`): both Content-Length and Transfer-Encoding (400), and
-//!    CONNECT (405): what request smuggling needs;
-//! 7. bearer-token auth (optional): 401; the client is then known by its credential's name;
-//! 8. rate limit per client (optional): 429 with Retry-After;
-//! 9. declared body size: 413 before any upstream connection;
-//! 10. MCP messages (`mcp`): read whole and checked (415, 400, 403) before anything is sent;
-//! 11. forwarding: streamed both ways, hop-by-hop headers stripped, upstream Host set;
-//! 12. the answer: `tools/list` filtered, the allowed origin's CORS headers added, audited.
+//! A request passes these layers, top to bottom; the first that answers ends it. Each step is
+//! one file; `Gateway::route` is the whole path in one function, and every refusal is a
+//! [`refusal::Refusal`] answered, counted, logged and audited in one place (`Gateway::refuse`).
+//!
+//! | step | what | file |
+//! |---|---|---|
+//! | 1 | connection: accept, max connections (at the cap the longest waiter on its client is closed for a newcomer), TLS handshake (client certificate), header timeout, head size and count caps | `accept.rs`, `slots.rs`, `probation.rs`, `head_watch.rs` |
+//! | 2 | lockdown: while the server's ports are locked, 503 | `mod.rs` (`admit`) |
+//! | 3 | source allowlist of a non-loopback listener: 403 | `mod.rs` (`admit`), `crate::source` |
+//! | 4 | CORS preflight: answered by the gateway itself, never forwarded | `crate::policy::cors` |
+//! | 5 | Host/Origin policy: 403 with a JSON-RPC body | `crate::policy` |
+//! | 6 | framing request smuggling needs: Content-Length with Transfer-Encoding (400), CONNECT (405) | `framing.rs` |
+//! | 7 | bearer-token auth (optional): 401; the client is then known by its credential's name | `mod.rs` (`admit`), `crate::credentials` |
+//! | 8 | rate limit per client (optional): 429 with Retry-After | `mod.rs` (`admit`), `crate::ratelimit` |
+//! | 9 | declared body size: 413 before any upstream connection | `mod.rs` (`admit`) |
+//! | 10 | MCP messages: read whole and checked (415, 400, 403) before anything is sent | `mcp.rs`, `crate::mcp` |
+//! | 11 | forwarding: streamed both ways, hop-by-hop headers stripped, upstream Host and Origin set | `forward.rs`, `rewrite.rs`, `pool.rs`, `connect.rs` |
+//! | 12 | the answer: `tools/list` filtered, legacy paths learned, the allowed origin's CORS headers, audited | `mcp.rs`, `body.rs`, `record.rs` |
+//!
+//! A refusal: `refusal.rs` (its answer's bytes: `reply.rs`). An early refusal drains what is
+//! left of the body, within bounds, so the kept-alive connection takes the next request.
 pub mod accept;
 pub mod body;
 pub mod connect;
 pub mod forward;
 pub mod framing;
 pub mod head_watch;
-pub mod headers;
 pub mod mcp;
 pub mod pool;
 pub mod probation;
 pub mod record;
 pub mod refusal;
 pub mod reply;
+pub mod rewrite;
 pub mod slots;
 
 use std::{
@@ -67,7 +72,7 @@ use crate::{
 pub struct Client {
     pub peer: SocketAddr,
     /// The peer as the forwarding headers write it.
-    pub forwarded: headers::ForwardedFor,
+    pub forwarded: rewrite::ForwardedFor,
     /// The client's credential: its certificate's from the TLS handshake, else its bearer
     /// token's once the auth layer accepted it.
     pub credential: Option<Identity>,
@@ -91,7 +96,7 @@ impl Client {
     pub fn new(peer: SocketAddr, slot: Arc<slots::Slot>, marks: Arc<head_watch::Marks>) -> Self {
         Self {
             peer,
-            forwarded: headers::ForwardedFor::new(peer),
+            forwarded: rewrite::ForwardedFor::new(peer),
             credential: None,
             slot,
             marks,

@@ -1,4 +1,5 @@
-//! Header rewriting between client and upstream (pure functions).
+//! Header rewriting between client and upstream (pure functions): hop-by-hop headers, the
+//! forwarding headers, the Origin the upstream sees, the upstream's CORS headers.
 use std::{net::SocketAddr, sync::Arc};
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
