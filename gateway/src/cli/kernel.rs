@@ -72,22 +72,6 @@ pub struct EbpfArgs {
     /// loopback) [default: deny].
     #[arg(long, env = "MCP_GATEWAY_BIND_POLICY", value_enum)]
     pub bind_policy: Option<BindPolicyArg>,
-    /// Only the gateway (and --allow-cgroup cgroups) may connect to the upstream's port.
-    #[arg(
-        long,
-        env = "MCP_GATEWAY_EXCLUSIVE_UPSTREAM",
-        num_args = 0..=1,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub exclusive_upstream: Option<bool>,
-    /// Another cgroup allowed to connect to the upstream with --exclusive-upstream (repeatable).
-    #[arg(
-        long = "allow-cgroup",
-        env = "MCP_GATEWAY_ALLOW_CGROUPS",
-        value_delimiter = ','
-    )]
-    pub allow_cgroups: Option<Vec<PathBuf>>,
     /// Another local port to keep loopback-only (repeatable).
     #[arg(
         long = "protect-port",

@@ -13,16 +13,18 @@ use crate::{
     policy::Mode,
 };
 
-/// Declares the per-server keys once, and from them: [`ServerKeys`] (one layer's values),
+/// Declares the per-server keys once, each with its flag, variable and help, and from them:
+/// [`ServerKeys`] (one layer's values, and the flags of `mcp-gateway run`),
 /// [`FileConfig`] (the top level, where they are defaults for every server) and
 /// [`ServerTable`] (a `[[server]]` table).
 macro_rules! server_keys {
-    ($($(#[doc = $doc:literal])* $key:ident: $ty:ty,)*) => {
+    ($($(#[doc = $doc:literal])* #[arg($($arg:tt)*)] $key:ident: $ty:ty,)*) => {
         /// The per-server settings of one layer (flags, environment, the file's top level, a
-        /// server table); `None` where that layer doesn't set the key.
-        #[derive(Clone, Debug, Default)]
+        /// server table); `None` where that layer doesn't set the key. As clap arguments, the
+        /// flags and variables of `mcp-gateway run`.
+        #[derive(Clone, Debug, Default, clap::Args)]
         pub struct ServerKeys {
-            $($(#[doc = $doc])* pub $key: Option<$ty>,)*
+            $($(#[doc = $doc])* #[arg($($arg)*)] pub $key: Option<$ty>,)*
         }
 
         impl ServerKeys {
@@ -84,42 +86,153 @@ macro_rules! server_keys {
 }
 
 server_keys! {
-    /// Host/Origin policy mode.
+    /// Policy mode [default: permissive].
+    #[arg(long, id = "policy_mode", env = "MCP_GATEWAY_MODE")]
     mode: Mode,
+    /// Allowed browser origin (repeatable): `scheme://host[:port]` or `scheme://host:*`.
+    #[arg(
+        long = "allow-origin",
+        env = "MCP_GATEWAY_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     allowed_origins: Vec<String>,
+    /// Extra allowed Host value (repeatable), `name[:port]`, beyond the loopback names.
+    #[arg(
+        long = "allow-host",
+        env = "MCP_GATEWAY_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
     allowed_hosts: Vec<String>,
+    /// Permit a non-loopback listen address (also needs --auth-token-file or --client-ca, and
+    /// TLS or --allow-plaintext).
+    #[arg(
+        long,
+        env = "MCP_GATEWAY_ALLOW_NON_LOOPBACK",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
     allow_non_loopback: bool,
+    /// Bearer tokens every request must present: one `NAME TOKEN` per line (`#` comments), or
+    /// one bare token (named `default`). Reloaded when it changes, and on SIGHUP.
+    #[arg(long, env = "MCP_GATEWAY_AUTH_TOKEN_FILE")]
     auth_token_file: PathBuf,
+    /// Largest request body accepted, in bytes [default: 4 MiB]; larger gets 413.
+    #[arg(long, env = "MCP_GATEWAY_MAX_BODY_BYTES")]
     max_body_bytes: u64,
+    /// Seconds a client may take to send its request headers [default: 10].
+    #[arg(long, env = "MCP_GATEWAY_HEADER_TIMEOUT_SECS")]
     header_timeout_secs: f64,
+    /// Largest request head in bytes [default: 16384].
+    #[arg(long, env = "MCP_GATEWAY_MAX_HEADER_BYTES")]
     max_header_bytes: usize,
+    /// Most request headers [default: 64].
+    #[arg(long, env = "MCP_GATEWAY_MAX_HEADERS")]
     max_headers: usize,
+    /// Most client connections open at once [default: 512].
+    #[arg(long, env = "MCP_GATEWAY_MAX_CONNECTIONS")]
     max_connections: usize,
+    /// Seconds to wait for the upstream to accept a connection [default: 5]; then 504.
+    #[arg(long, env = "MCP_GATEWAY_CONNECT_TIMEOUT_SECS")]
     connect_timeout_secs: f64,
+    /// Seconds the upstream has to answer a forwarded request with a response head
+    /// [default: 300]; then 504. An SSE stream's events may take longer.
+    #[arg(long, env = "MCP_GATEWAY_RESPONSE_TIMEOUT_SECS")]
     response_timeout_secs: f64,
+    /// Seconds in-flight requests get to finish on SIGINT/SIGTERM [default: 10].
+    #[arg(long, env = "MCP_GATEWAY_SHUTDOWN_GRACE_SECS")]
     shutdown_grace_secs: f64,
-    /// Only the gateway may connect to this server's upstream port (kernel layer).
+    /// Only the gateway (and --allow-cgroup cgroups) may connect to the upstream's port.
+    #[arg(
+        long,
+        env = "MCP_GATEWAY_EXCLUSIVE_UPSTREAM",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     exclusive_upstream: bool,
+    /// Another cgroup allowed to connect to the upstream with --exclusive-upstream (repeatable).
+    #[arg(
+        long = "allow-cgroup",
+        env = "MCP_GATEWAY_ALLOW_CGROUPS",
+        value_delimiter = ','
+    )]
     allow_cgroups: Vec<PathBuf>,
-    /// MCP tool and method allowlists.
+    /// Only these MCP tools may be called and listed (repeatable; a trailing `*` matches a
+    /// prefix) [default: every tool].
+    #[arg(
+        long = "allow-tool",
+        env = "MCP_GATEWAY_ALLOWED_TOOLS",
+        value_delimiter = ','
+    )]
     allowed_tools: Vec<String>,
+    /// These MCP tools may never be called, and are hidden from tools/list (repeatable; a
+    /// trailing `*` matches a prefix; wins over --allow-tool).
+    #[arg(
+        long = "deny-tool",
+        env = "MCP_GATEWAY_DENIED_TOOLS",
+        value_delimiter = ','
+    )]
     denied_tools: Vec<String>,
+    /// Only these JSON-RPC methods may be sent (repeatable; a trailing `*` matches a prefix).
+    /// initialize, notifications/initialized, ping, server/discover and notifications/cancelled
+    /// are always allowed [default: every method].
+    #[arg(
+        long = "allow-method",
+        env = "MCP_GATEWAY_ALLOWED_METHODS",
+        value_delimiter = ','
+    )]
     allowed_methods: Vec<String>,
-    /// Source-address allowlist (CIDRs) of a non-loopback listener.
+    /// Client network allowed to reach a non-loopback listener (repeatable; CIDR, IPv4 or
+    /// IPv6). Others are dropped by the kernel and refused (403) by the gateway [default: any].
+    #[arg(
+        long = "allow-source",
+        env = "MCP_GATEWAY_ALLOW_SOURCES",
+        value_delimiter = ','
+    )]
     allow_sources: Vec<String>,
-    /// Rate limit per client, `N/s` or `N/min`.
+    /// Requests per client (credential, else address and Origin): N/s or N/min; over it, 429
+    /// [default: no limit].
+    #[arg(long, env = "MCP_GATEWAY_RATE_LIMIT")]
     rate_limit: String,
+    /// Requests a client may send at once under --rate-limit [default: the rate's N].
+    #[arg(long, env = "MCP_GATEWAY_RATE_BURST")]
     rate_burst: u32,
-    /// HTTPS: the certificate chain and its private key (PEM).
+    /// Serve HTTPS with this certificate chain (PEM); reloaded when it changes.
+    #[arg(long, env = "MCP_GATEWAY_TLS_CERT")]
     tls_cert: PathBuf,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1, unencrypted).
+    #[arg(long, env = "MCP_GATEWAY_TLS_KEY")]
     tls_key: PathBuf,
-    /// Clients must present a certificate from this CA (PEM)...
+    /// Require a client certificate issued by this CA (PEM); its name becomes the client's
+    /// credential name.
+    #[arg(long, env = "MCP_GATEWAY_CLIENT_CA")]
     client_ca: PathBuf,
-    /// ...naming one of these (SAN DNS names or URIs).
+    /// Accept only client certificates naming this (repeatable): a SAN DNS name, or a URI such
+    /// as a SPIFFE ID [default: any certificate from --client-ca].
+    #[arg(
+        long = "allow-client-name",
+        env = "MCP_GATEWAY_ALLOWED_CLIENT_NAMES",
+        value_delimiter = ','
+    )]
     allowed_client_names: Vec<String>,
-    /// Plain HTTP on a non-loopback listener (behind a TLS terminator, say).
+    /// Serve plain HTTP on a non-loopback address (only behind a TLS terminator: tokens and
+    /// MCP traffic would otherwise cross the network in clear).
+    #[arg(
+        long,
+        env = "MCP_GATEWAY_ALLOW_PLAINTEXT",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
     allow_plaintext: bool,
-    /// The browser's Origin reaches the upstream unchanged.
+    /// Pass the browser's Origin to the MCP server unchanged. By default the server sees its
+    /// own origin (so its own Host/Origin check accepts what the gateway allowed), and the
+    /// browser's in X-Forwarded-Origin.
+    #[arg(
+        long,
+        env = "MCP_GATEWAY_PASS_ORIGIN",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
     pass_origin: bool,
 }
 

@@ -21,7 +21,7 @@ use crate::{
     cli::kernel::{EbpfArgs, EbpfMode},
     ebpf::{pins::DEFAULT_PIN_DIR, policy::BindPolicy},
     mcp::{McpPolicy, McpSettings},
-    policy::{Mode, Policy, PolicyError, PolicySettings},
+    policy::{Policy, PolicyError, PolicySettings},
     ratelimit::Rate,
     source::SourceList,
 };
@@ -52,141 +52,9 @@ pub struct RunArgs {
     /// same name takes its protection over [default: the listen addresses].
     #[arg(long, env = "MCP_GATEWAY_INSTANCE")]
     pub instance: Option<String>,
-    /// Policy mode [default: permissive].
-    #[arg(long, id = "policy_mode", env = "MCP_GATEWAY_MODE")]
-    pub mode: Option<Mode>,
-    /// Allowed browser origin (repeatable): `scheme://host[:port]` or `scheme://host:*`.
-    #[arg(
-        long = "allow-origin",
-        env = "MCP_GATEWAY_ALLOWED_ORIGINS",
-        value_delimiter = ','
-    )]
-    pub allowed_origins: Option<Vec<String>>,
-    /// Extra allowed Host value (repeatable), `name[:port]`, beyond the loopback names.
-    #[arg(
-        long = "allow-host",
-        env = "MCP_GATEWAY_ALLOWED_HOSTS",
-        value_delimiter = ','
-    )]
-    pub allowed_hosts: Option<Vec<String>>,
-    /// Permit a non-loopback listen address (also needs --auth-token-file or --client-ca, and
-    /// TLS or --allow-plaintext).
-    #[arg(
-        long,
-        env = "MCP_GATEWAY_ALLOW_NON_LOOPBACK",
-        num_args = 0..=1,
-        default_missing_value = "true"
-    )]
-    pub allow_non_loopback: Option<bool>,
-    /// Bearer tokens every request must present: one `NAME TOKEN` per line (`#` comments), or
-    /// one bare token (named `default`). Reloaded when it changes, and on SIGHUP.
-    #[arg(long, env = "MCP_GATEWAY_AUTH_TOKEN_FILE")]
-    pub auth_token_file: Option<PathBuf>,
-    /// Serve HTTPS with this certificate chain (PEM); reloaded when it changes.
-    #[arg(long, env = "MCP_GATEWAY_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1, unencrypted).
-    #[arg(long, env = "MCP_GATEWAY_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// Require a client certificate issued by this CA (PEM); its name becomes the client's
-    /// credential name.
-    #[arg(long, env = "MCP_GATEWAY_CLIENT_CA")]
-    pub client_ca: Option<PathBuf>,
-    /// Accept only client certificates naming this (repeatable): a SAN DNS name, or a URI such
-    /// as a SPIFFE ID [default: any certificate from --client-ca].
-    #[arg(
-        long = "allow-client-name",
-        env = "MCP_GATEWAY_ALLOWED_CLIENT_NAMES",
-        value_delimiter = ','
-    )]
-    pub allowed_client_names: Option<Vec<String>>,
-    /// Serve plain HTTP on a non-loopback address (only behind a TLS terminator: tokens and
-    /// MCP traffic would otherwise cross the network in clear).
-    #[arg(
-        long,
-        env = "MCP_GATEWAY_ALLOW_PLAINTEXT",
-        num_args = 0..=1,
-        default_missing_value = "true"
-    )]
-    pub allow_plaintext: Option<bool>,
-    /// Pass the browser's Origin to the MCP server unchanged. By default the server sees its
-    /// own origin (so its own Host/Origin check accepts what the gateway allowed), and the
-    /// browser's in X-Forwarded-Origin.
-    #[arg(
-        long,
-        env = "MCP_GATEWAY_PASS_ORIGIN",
-        num_args = 0..=1,
-        default_missing_value = "true"
-    )]
-    pub pass_origin: Option<bool>,
-    /// Largest request body accepted, in bytes [default: 4 MiB]; larger gets 413.
-    #[arg(long, env = "MCP_GATEWAY_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<u64>,
-    /// Seconds a client may take to send its request headers [default: 10].
-    #[arg(long, env = "MCP_GATEWAY_HEADER_TIMEOUT_SECS")]
-    pub header_timeout_secs: Option<f64>,
-    /// Largest request head in bytes [default: 16384].
-    #[arg(long, env = "MCP_GATEWAY_MAX_HEADER_BYTES")]
-    pub max_header_bytes: Option<usize>,
-    /// Most request headers [default: 64].
-    #[arg(long, env = "MCP_GATEWAY_MAX_HEADERS")]
-    pub max_headers: Option<usize>,
-    /// Most client connections open at once [default: 512].
-    #[arg(long, env = "MCP_GATEWAY_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Seconds to wait for the upstream to accept a connection [default: 5]; then 504.
-    #[arg(long, env = "MCP_GATEWAY_CONNECT_TIMEOUT_SECS")]
-    pub connect_timeout_secs: Option<f64>,
-    /// Seconds the upstream has to answer a forwarded request with a response head
-    /// [default: 300]; then 504. An SSE stream's events may take longer.
-    #[arg(long, env = "MCP_GATEWAY_RESPONSE_TIMEOUT_SECS")]
-    pub response_timeout_secs: Option<f64>,
-    /// Seconds in-flight requests get to finish on SIGINT/SIGTERM [default: 10].
-    #[arg(long, env = "MCP_GATEWAY_SHUTDOWN_GRACE_SECS")]
-    pub shutdown_grace_secs: Option<f64>,
-    /// Only these MCP tools may be called and listed (repeatable; a trailing `*` matches a
-    /// prefix) [default: every tool].
-    #[arg(
-        long = "allow-tool",
-        env = "MCP_GATEWAY_ALLOWED_TOOLS",
-        value_delimiter = ','
-    )]
-    pub allowed_tools: Option<Vec<String>>,
-    /// These MCP tools may never be called, and are hidden from tools/list (repeatable; a
-    /// trailing `*` matches a prefix; wins over --allow-tool).
-    #[arg(
-        long = "deny-tool",
-        env = "MCP_GATEWAY_DENIED_TOOLS",
-        value_delimiter = ','
-    )]
-    pub denied_tools: Option<Vec<String>>,
-    /// Only these JSON-RPC methods may be sent (repeatable; a trailing `*` matches a prefix).
-    /// initialize, notifications/initialized, ping, server/discover and notifications/cancelled
-    /// are always allowed [default: every method].
-    #[arg(
-        long = "allow-method",
-        env = "MCP_GATEWAY_ALLOWED_METHODS",
-        value_delimiter = ','
-    )]
-    pub allowed_methods: Option<Vec<String>>,
     /// Audit log of MCP calls: a file (JSON lines, reopened on SIGHUP) or `-` for stderr.
     #[arg(long, env = "MCP_GATEWAY_AUDIT_LOG")]
     pub audit_log: Option<String>,
-    /// Client network allowed to reach a non-loopback listener (repeatable; CIDR, IPv4 or
-    /// IPv6). Others are dropped by the kernel and refused (403) by the gateway [default: any].
-    #[arg(
-        long = "allow-source",
-        env = "MCP_GATEWAY_ALLOW_SOURCES",
-        value_delimiter = ','
-    )]
-    pub allow_sources: Option<Vec<String>>,
-    /// Requests per client (credential, else address and Origin): N/s or N/min; over it, 429
-    /// [default: no limit].
-    #[arg(long, env = "MCP_GATEWAY_RATE_LIMIT")]
-    pub rate_limit: Option<String>,
-    /// Requests a client may send at once under --rate-limit [default: the rate's N].
-    #[arg(long, env = "MCP_GATEWAY_RATE_BURST")]
-    pub rate_burst: Option<u32>,
     /// Log format [default: text].
     #[arg(long, env = "MCP_GATEWAY_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -210,6 +78,9 @@ pub struct RunArgs {
     /// would run, and exit: nothing is bound, nothing touches the kernel.
     #[arg(long)]
     pub check_config: bool,
+    /// The per-server keys (`file::ServerKeys`, declared once for flags, variables and file).
+    #[command(flatten)]
+    pub server: ServerKeys,
     #[command(flatten)]
     pub ebpf: EbpfArgs,
 }
@@ -362,46 +233,14 @@ impl Default for Limits {
 }
 
 impl RunArgs {
-    /// The per-server keys set by flags or the environment.
-    fn keys(&self) -> ServerKeys {
-        ServerKeys {
-            mode: self.mode,
-            allowed_origins: self.allowed_origins.clone(),
-            allowed_hosts: self.allowed_hosts.clone(),
-            allow_non_loopback: self.allow_non_loopback,
-            auth_token_file: self.auth_token_file.clone(),
-            max_body_bytes: self.max_body_bytes,
-            header_timeout_secs: self.header_timeout_secs,
-            max_header_bytes: self.max_header_bytes,
-            max_headers: self.max_headers,
-            max_connections: self.max_connections,
-            connect_timeout_secs: self.connect_timeout_secs,
-            response_timeout_secs: self.response_timeout_secs,
-            shutdown_grace_secs: self.shutdown_grace_secs,
-            exclusive_upstream: self.ebpf.exclusive_upstream,
-            allow_cgroups: self.ebpf.allow_cgroups.clone(),
-            allowed_tools: self.allowed_tools.clone(),
-            denied_tools: self.denied_tools.clone(),
-            allowed_methods: self.allowed_methods.clone(),
-            allow_sources: self.allow_sources.clone(),
-            rate_limit: self.rate_limit.clone(),
-            rate_burst: self.rate_burst,
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-            client_ca: self.client_ca.clone(),
-            allowed_client_names: self.allowed_client_names.clone(),
-            allow_plaintext: self.allow_plaintext,
-            pass_origin: self.pass_origin,
-        }
-    }
-
     /// Merges flags/env with the file and defaults, and validates the result.
     pub fn resolve(&self) -> Result<Settings, ConfigError> {
         let file = match &self.config {
             Some(path) => file::load(path)?,
             None => FileConfig::default(),
         };
-        let flags = self.keys();
+        // The per-server keys set by flags or the environment.
+        let flags = self.server.clone();
         let servers = if file.server.is_empty() {
             // `a.or(b)` everywhere: flags/env (already merged by clap) over the file.
             let upstream = self

@@ -153,24 +153,14 @@ impl Gateway {
             Ok(messages) => messages,
             Err(invalid) => {
                 call.unreadable(bytes.len());
-                return Err(Refusal::Invalid {
-                    status: StatusCode::BAD_REQUEST,
-                    code: invalid.code,
-                    why: format!("Invalid MCP message: {}", invalid.why),
-                    id: invalid.id,
-                }
-                .into());
+                let why = format!("Invalid MCP message: {}", invalid.why);
+                return Err(Refusal::bad_message(invalid.code, why, invalid.id).into());
             }
         };
         call.messages(&messages, bytes.len());
         if let Err(m) = headers::check(&parts.headers, &messages) {
-            return Err(Refusal::Invalid {
-                status: StatusCode::BAD_REQUEST,
-                code: m.code,
-                why: format!("Header mismatch: {}", m.why),
-                id: m.id,
-            }
-            .into());
+            let why = format!("Header mismatch: {}", m.why);
+            return Err(Refusal::bad_message(m.code, why, m.id).into());
         }
         self.allow(&messages)?;
         let filter_tools = self.mcp.filters_tools()

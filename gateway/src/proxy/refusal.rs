@@ -74,6 +74,17 @@ enum Subject {
 }
 
 impl Refusal {
+    /// A POSTed message that is not valid MCP (400), answered with JSON-RPC `code` and the
+    /// request's `id`.
+    pub fn bad_message(code: i64, why: String, id: Option<String>) -> Self {
+        Self::Invalid {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            why,
+            id,
+        }
+    }
+
     /// The counted reason; `None` for a body over the cap (counted only by its 413).
     pub fn reason(&self) -> Option<Reason> {
         Some(match self {

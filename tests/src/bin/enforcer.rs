@@ -17,7 +17,10 @@ use std::{
 use clap::{Parser, Subcommand};
 use mcp_gateway::{
     cli::kernel::{self, DetachArgs, DoctorArgs, EbpfArgs, ServerPorts},
-    config::{self, file::FileConfig},
+    config::{
+        self,
+        file::{FileConfig, ServerKeys},
+    },
 };
 
 #[derive(Parser)]
@@ -41,6 +44,9 @@ struct RunArgs {
     upstream_port: u16,
     #[arg(long)]
     listen: SocketAddr,
+    /// `--exclusive-upstream` and `--allow-cgroup` among them.
+    #[command(flatten)]
+    server: ServerKeys,
     #[command(flatten)]
     ebpf: EbpfArgs,
 }
@@ -75,8 +81,8 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             upstream: format!("http://127.0.0.1:{}/mcp", args.upstream_port),
             upstream_port: Some(args.upstream_port),
             listen: args.listen,
-            exclusive_upstream: args.ebpf.exclusive_upstream.unwrap_or(false),
-            allow_cgroups: args.ebpf.allow_cgroups.clone().unwrap_or_default(),
+            exclusive_upstream: args.server.exclusive_upstream.unwrap_or(false),
+            allow_cgroups: args.server.allow_cgroups.clone().unwrap_or_default(),
             sources: Vec::new(),
         };
         let instance = config::default_instance(&[args.listen]);
