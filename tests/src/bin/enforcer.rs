@@ -32,6 +32,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; run's arguments are every per-server key"
+)]
 enum Cmd {
     Run(RunArgs),
     Detach(DetachArgs),
