@@ -62,7 +62,7 @@ use mcp_gateway::{
     },
     metrics::{self, Metrics, ServerInfo},
     policy::{Mode, PolicySettings},
-    proxy::{Client, Gateway, accept, body::Body, head_watch, reply, slots::Slot},
+    proxy::{Client, Gateway, accept, body::Body, head_watch, slots::Slot},
     security_log::RejectionLog,
     source::SourceList,
 };
@@ -387,7 +387,7 @@ async fn classify(resp: Response<Body>) -> (Response<Body>, Seen) {
                 true => Seen::Refused(status),
                 false => Seen::Either(status),
             };
-            (Response::from_parts(parts, reply::full(bytes)), seen)
+            (Response::from_parts(parts, Body::full(bytes)), seen)
         }
         StatusCode::UNAUTHORIZED
         | StatusCode::FORBIDDEN
