@@ -5,7 +5,12 @@
 //! commonly disagree, this one refuses instead of picking a reading: a repeated member the
 //! gateway reads (`method`, `id`, `params`, `name`, `uri`...) is an invalid request, so the
 //! gateway and the MCP server can never act on different values.
-use serde::{Deserialize, Deserializer};
+use std::{fmt, marker::PhantomData};
+
+use serde::{
+    Deserialize, Deserializer,
+    de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
+};
 use serde_json::value::RawValue;
 
 /// JSON-RPC: invalid JSON.
@@ -90,22 +95,111 @@ struct Wire<'a> {
     id: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     method: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    params: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_params")]
+    params: Option<ParamsWire<'a>>,
     #[serde(default, borrow, deserialize_with = "present")]
     result: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     error: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
+/// The members of `params` the gateway reads; the rest are skipped.
+#[derive(Default)]
 struct Params<'a> {
-    #[serde(default, borrow, deserialize_with = "present")]
     name: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
     uri: Option<&'a RawValue>,
-    #[serde(rename = "_meta", default, borrow, deserialize_with = "present")]
     meta: Option<&'a RawValue>,
+}
+
+/// `params`, read in the same pass as the rest of the message: a body is scanned once, not
+/// once whole and again for its `params` (which hold a call's arguments, most of its bytes).
+/// What is wrong with it is recorded, not raised, so the refusal can echo the request's id.
+enum ParamsWire<'a> {
+    Object(Params<'a>),
+    /// A member the gateway reads, twice.
+    Duplicate(&'static str),
+    NotObject,
+}
+
+/// A member name of `params` (escapes decoded, as a derived struct reads them).
+#[derive(Deserialize)]
+#[serde(field_identifier)]
+enum ParamsKey {
+    #[serde(rename = "name")]
+    Name,
+    #[serde(rename = "uri")]
+    Uri,
+    #[serde(rename = "_meta")]
+    Meta,
+    #[serde(other)]
+    Other,
+}
+
+/// `params` when present, whatever its value (`null` included: that is not an object).
+fn present_params<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ParamsWire<'de>>, D::Error> {
+    d.deserialize_any(ParamsVisitor(PhantomData)).map(Some)
+}
+
+struct ParamsVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de> Visitor<'de> for ParamsVisitor<'de> {
+    type Value = ParamsWire<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON-RPC params")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut params = Params::default();
+        let mut duplicate = None;
+        while let Some(key) = map.next_key::<ParamsKey>()? {
+            let (slot, name) = match key {
+                ParamsKey::Name => (&mut params.name, "name"),
+                ParamsKey::Uri => (&mut params.uri, "uri"),
+                ParamsKey::Meta => (&mut params.meta, "_meta"),
+                ParamsKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if slot.replace(map.next_value::<&'de RawValue>()?).is_some() {
+                duplicate.get_or_insert(name);
+            }
+        }
+        Ok(match duplicate {
+            Some(name) => ParamsWire::Duplicate(name),
+            None => ParamsWire::Object(params),
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(ParamsWire::NotObject)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(ParamsWire::NotObject)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(ParamsWire::NotObject)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(ParamsWire::NotObject)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(ParamsWire::NotObject)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(ParamsWire::NotObject)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(ParamsWire::NotObject)
+    }
 }
 
 #[derive(Deserialize)]
@@ -170,7 +264,7 @@ fn message(bytes: &[u8]) -> Result<Message, Invalid> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         // Valid JSON of another type is an invalid request; anything else a parse error.
-        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(classify)?;
+        serde_json::from_slice::<IgnoredAny>(bytes).map_err(classify)?;
         return Err(invalid("a JSON-RPC message must be a JSON object", None));
     }
     let wire: Wire<'_> = serde_json::from_slice(bytes).map_err(classify)?;
@@ -212,8 +306,11 @@ fn message(bytes: &[u8]) -> Result<Message, Invalid> {
     }
     let (name, version) = match wire.params {
         None => (None, None),
-        Some(raw) if raw.get().starts_with('{') => params(raw, method.as_deref(), &id)?,
-        Some(_) => return Err(invalid("`params` must be an object", id)),
+        Some(ParamsWire::Object(p)) => params(p, method.as_deref(), &id)?,
+        Some(ParamsWire::Duplicate(member)) => {
+            return Err(invalid(format!("`params`: duplicate field `{member}`"), id));
+        }
+        Some(ParamsWire::NotObject) => return Err(invalid("`params` must be an object", id)),
     };
     if let Some(method) = method.as_deref()
         && let Some((_, member)) = NAMED.iter().find(|(m, _)| *m == method)
@@ -235,12 +332,10 @@ fn message(bytes: &[u8]) -> Result<Message, Invalid> {
 
 /// `(name or uri, _meta protocol version)` of a params object.
 fn params(
-    raw: &RawValue,
+    params: Params<'_>,
     method: Option<&str>,
     id: &Option<String>,
 ) -> Result<(Option<String>, Option<String>), Invalid> {
-    let params: Params<'_> = serde_json::from_str(raw.get())
-        .map_err(|e| invalid(format!("`params`: {e}"), id.clone()))?;
     let member = NAMED
         .iter()
         .find(|(m, _)| Some(*m) == method)
@@ -367,6 +462,15 @@ mod tests {
             // Repeated members: the gateway and the server must never read different values.
             (r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"x"}}"#, INVALID_REQUEST, "duplicate field `method`"),
             (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe","name":"evil"}}"#, INVALID_REQUEST, "duplicate field `name`"),
+            // The same member, its name escaped: the server decodes it to `name` too.
+            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe","n\u0061me":"evil"}}"#, INVALID_REQUEST, "duplicate field `name`"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","uri":"b"}}"#, INVALID_REQUEST, "duplicate field `uri`"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{},"_meta":{}}}"#, INVALID_REQUEST, "duplicate field `_meta`"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":null}"#, INVALID_REQUEST, "`params` must be an object"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":"x"}"#, INVALID_REQUEST, "`params` must be an object"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":1.5}"#, INVALID_REQUEST, "`params` must be an object"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[{"a":[1,{}]}]}"#, INVALID_REQUEST, "`params` must be an object"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":[1,}}"#, PARSE_ERROR, "not valid JSON"),
             (r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#, INVALID_REQUEST, "duplicate field `id`"),
             (r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"a","io.modelcontextprotocol/protocolVersion":"b"}}}"#, INVALID_REQUEST, "duplicate field"),
             // A lone surrogate is not text some parsers agree on.
@@ -395,6 +499,12 @@ mod tests {
         let err = one(r#"{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{}}"#)
             .expect_err("invalid");
         assert_eq!(err.id.as_deref(), Some("\"abc\""));
+        // A member given twice inside params: refused with the id the client can match.
+        let err = one(
+            r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+        )
+        .expect_err("invalid");
+        assert_eq!(err.id.as_deref(), Some("9"));
     }
 
     #[test]

@@ -232,13 +232,10 @@ impl Gateway {
         ctx: &mut Ctx,
         Refused { refusal, unread }: Refused,
     ) -> Response<Body> {
-        let label = match refusal.subject() {
-            Subject::Peer => client.peer.ip().to_canonical().to_string(),
-            Subject::Value => match &refusal {
-                Refusal::Policy(rejection) => rejection.value.clone(),
-                _ => unreachable!("only policy rejections are counted by their value"),
-            },
-            Subject::Caller => caller(ctx),
+        let label = match &refusal {
+            Refusal::Policy(rejection) => rejection.value.clone(),
+            _ if refusal.subject() == Subject::Peer => client.peer.ip().to_canonical().to_string(),
+            _ => caller(ctx),
         };
         let logged = match refusal.reason() {
             Some(reason) => {
