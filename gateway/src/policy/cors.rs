@@ -113,7 +113,14 @@ fn allow_headers(req: &Parts) -> HeaderValue {
 /// `Access-Control-Allow-Origin: <exact origin>` and `Access-Control-Expose-Headers`.
 pub fn response_headers(accepted: &Accepted) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(VARY, HeaderValue::from_static("Origin"));
+    append_response_headers(accepted, &mut headers);
+    headers
+}
+
+/// [`response_headers`], appended to an answer's own (an upstream `Vary` survives: its CORS
+/// headers were already dropped). Every answer of the path gets these: no map is built for it.
+pub fn append_response_headers(accepted: &Accepted, headers: &mut HeaderMap) {
+    headers.append(VARY, HeaderValue::from_static("Origin"));
     // The Origin came from a header value that passed the policy, so it converts back; if it
     // somehow did not, leaving Allow-Origin out fails closed.
     let origin = accepted
@@ -121,11 +128,10 @@ pub fn response_headers(accepted: &Accepted) -> HeaderMap {
         .as_deref()
         .and_then(|origin| HeaderValue::from_str(origin).ok());
     if let Some(origin) = origin {
-        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(
+        headers.append(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.append(
             ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static(EXPOSE_HEADERS),
         );
     }
-    headers
 }

@@ -366,10 +366,7 @@ pub async fn drain(mut body: Incoming, expects_continue: bool) -> bool {
 /// Appends the allowed origin's CORS headers to an answer (the gateway's own refusals
 /// included), so the page can read why it was refused.
 pub fn allow_origin(resp: &mut Response<Body>, accepted: &crate::policy::Accepted) {
-    // Appended, so an upstream `Vary` survives (upstream CORS headers were already dropped).
-    for (name, value) in &cors::response_headers(accepted) {
-        resp.headers_mut().append(name, value.clone());
-    }
+    cors::append_response_headers(accepted, resp.headers_mut());
 }
 
 #[cfg(test)]
