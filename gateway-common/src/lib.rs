@@ -3,6 +3,8 @@
 //! Everything here is `#[repr(C)]`, `Copy` and padding-free, so the same bytes mean the same
 //! thing on both sides of a BPF map. Ports are in host byte order in every map.
 #![no_std]
+// The one exception is `pod`: aya's marker that a type may cross a map as plain bytes.
+#![deny(unsafe_code)]
 
 /// Version of the map layouts below. Everything a gateway pins lives in the pin directory's
 /// `v<LAYOUT_VERSION>` subdirectory, so builds with different layouts never reuse, replace or
@@ -572,6 +574,7 @@ impl CounterKey {
 }
 
 #[cfg(feature = "user")]
+#[allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 mod pod {
     // SAFETY: #[repr(C)], Copy, only integer fields, no padding (checked by the asserts below).
     unsafe impl aya::Pod for super::PortPolicy {}

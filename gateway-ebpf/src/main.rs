@@ -159,10 +159,9 @@ fn try_mcp_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
 }
 
 fn try_mcp_bind4(ctx: &SockAddrContext) -> Result<i32, i64> {
-    let sa = ctx.sock_addr;
-    let port = user_port(sa);
-    let ip = read_u32(sa, core::mem::offset_of!(bpf_sock_addr, user_ip4)).to_ne_bytes();
-    let addr = v4_mapped(ip);
+    let sa = SockAddr::of(ctx);
+    let port = sa.user_port();
+    let addr = v4_mapped(sa.user_ip4());
     match bind_verdict(port, &addr) {
         BindVerdict::Allow => Ok(PASS),
         BindVerdict::Deny => {
@@ -174,8 +173,7 @@ fn try_mcp_bind4(ctx: &SockAddrContext) -> Result<i32, i64> {
             Ok(DROP)
         }
         BindVerdict::Rewrite => {
-            let loopback = u32::from_ne_bytes([127, 0, 0, 1]);
-            write_u32(sa, core::mem::offset_of!(bpf_sock_addr, user_ip4), loopback);
+            sa.set_user_ip4([127, 0, 0, 1]);
             count(Scratch::SockAddr, Reason::BindRewritten, addr, port);
             debug!(ctx, "moved bind of protected port {} to 127.0.0.1", port);
             Ok(PASS)
@@ -184,9 +182,9 @@ fn try_mcp_bind4(ctx: &SockAddrContext) -> Result<i32, i64> {
 }
 
 fn try_mcp_bind6(ctx: &SockAddrContext) -> Result<i32, i64> {
-    let sa = ctx.sock_addr;
-    let port = user_port(sa);
-    let addr = user_ip6(sa);
+    let sa = SockAddr::of(ctx);
+    let port = sa.user_port();
+    let addr = sa.user_ip6();
     match bind_verdict(port, &addr) {
         BindVerdict::Allow => Ok(PASS),
         BindVerdict::Deny => {
@@ -206,18 +204,7 @@ fn try_mcp_bind6(ctx: &SockAddrContext) -> Result<i32, i64> {
                 one[15] = 1;
                 one
             };
-            let base = core::mem::offset_of!(bpf_sock_addr, user_ip6);
-            let mut i = 0;
-            while i < 4 {
-                let word = [
-                    loopback[4 * i],
-                    loopback[4 * i + 1],
-                    loopback[4 * i + 2],
-                    loopback[4 * i + 3],
-                ];
-                write_u32(sa, base + 4 * i, u32::from_ne_bytes(word));
-                i += 1;
-            }
+            sa.set_user_ip6(&loopback);
             count(Scratch::SockAddr, Reason::BindRewritten, addr, port);
             debug!(ctx, "moved bind of protected port {} to loopback", port);
             Ok(PASS)
@@ -226,18 +213,16 @@ fn try_mcp_bind6(ctx: &SockAddrContext) -> Result<i32, i64> {
 }
 
 fn try_mcp_connect4(ctx: &SockAddrContext) -> Result<i32, i64> {
-    let sa = ctx.sock_addr;
-    let ip = read_u32(sa, core::mem::offset_of!(bpf_sock_addr, user_ip4)).to_ne_bytes();
-    connect_verdict(ctx, v4_mapped(ip))
+    connect_verdict(ctx, v4_mapped(SockAddr::of(ctx).user_ip4()))
 }
 
 fn try_mcp_connect6(ctx: &SockAddrContext) -> Result<i32, i64> {
-    connect_verdict(ctx, user_ip6(ctx.sock_addr))
+    connect_verdict(ctx, SockAddr::of(ctx).user_ip6())
 }
 
 fn connect_verdict(ctx: &SockAddrContext, addr: [u8; 16]) -> Result<i32, i64> {
-    let sa = ctx.sock_addr;
-    if read_u32(sa, core::mem::offset_of!(bpf_sock_addr, type_)) != SOCK_STREAM {
+    let sa = SockAddr::of(ctx);
+    if sa.sock_type() != SOCK_STREAM {
         return Ok(PASS);
     }
     // Only local destinations: a non-loopback local address is already cut off by the ingress
@@ -245,7 +230,7 @@ fn connect_verdict(ctx: &SockAddrContext, addr: [u8; 16]) -> Result<i32, i64> {
     if !is_loopback(&addr) && !is_unspecified(&addr) {
         return Ok(PASS);
     }
-    let port = user_port(sa);
+    let port = sa.user_port();
     let policy = policy(port);
     // Under lockdown a connect() to a locked port fails at once (a dropped SYN would hang).
     if lock_active() && locked(port, policy.is_some()) {
@@ -381,38 +366,94 @@ fn is_unspecified(addr: &[u8; 16]) -> bool {
     true
 }
 
-/// The `user_port` field: a network-order port in the low 16 bits.
-fn user_port(sa: *mut bpf_sock_addr) -> u16 {
-    u16::from_be(read_u32(sa, core::mem::offset_of!(bpf_sock_addr, user_port)) as u16)
-}
+/// The context of a `cgroup/sock_addr` program, read and written only through its named
+/// fields: each accessor picks a 4-byte field of `bpf_sock_addr`, so no caller can hand the raw
+/// access an offset the verifier (or the struct) does not allow.
+#[derive(Clone, Copy)]
+struct SockAddr(*mut bpf_sock_addr);
 
-/// The `user_ip6` field as 16 network-order bytes, read 4 bytes at a time as the verifier wants.
-fn user_ip6(sa: *mut bpf_sock_addr) -> [u8; 16] {
-    let base = core::mem::offset_of!(bpf_sock_addr, user_ip6);
-    let mut out = [0u8; 16];
-    let mut i = 0;
-    while i < 4 {
-        let word = read_u32(sa, base + 4 * i).to_ne_bytes();
-        out[4 * i] = word[0];
-        out[4 * i + 1] = word[1];
-        out[4 * i + 2] = word[2];
-        out[4 * i + 3] = word[3];
-        i += 1;
+impl SockAddr {
+    fn of(ctx: &SockAddrContext) -> Self {
+        Self(ctx.sock_addr)
     }
-    out
-}
 
-/// One 4-byte load from the context (the verifier rewrites context accesses by size).
-fn read_u32(sa: *mut bpf_sock_addr, offset: usize) -> u32 {
-    // SAFETY: `sa` is the program's context and every offset used is a 4-byte field of
-    // `bpf_sock_addr`; a volatile read keeps the access exactly 4 bytes wide.
-    unsafe { core::ptr::read_volatile(sa.cast::<u8>().add(offset).cast::<u32>()) }
-}
+    /// `user_port`: a network-order port in the low 16 bits.
+    fn user_port(self) -> u16 {
+        // SAFETY: `user_port` is a 4-byte field of the context.
+        u16::from_be(unsafe { self.read(core::mem::offset_of!(bpf_sock_addr, user_port)) } as u16)
+    }
 
-/// One 4-byte store into a writable context field (`user_ip4`, `user_ip6[i]`).
-fn write_u32(sa: *mut bpf_sock_addr, offset: usize, value: u32) {
-    // SAFETY: as in `read_u32`; bind programs may write `user_ip4` and `user_ip6`.
-    unsafe { core::ptr::write_volatile(sa.cast::<u8>().add(offset).cast::<u32>(), value) }
+    /// `type_`: the socket type (`SOCK_STREAM`, `SOCK_DGRAM`).
+    fn sock_type(self) -> u32 {
+        // SAFETY: `type_` is a 4-byte field of the context.
+        unsafe { self.read(core::mem::offset_of!(bpf_sock_addr, type_)) }
+    }
+
+    /// `user_ip4`, as 4 network-order bytes.
+    fn user_ip4(self) -> [u8; 4] {
+        // SAFETY: `user_ip4` is a 4-byte field of the context.
+        unsafe { self.read(core::mem::offset_of!(bpf_sock_addr, user_ip4)) }.to_ne_bytes()
+    }
+
+    /// Sets `user_ip4` (bind and connect programs may).
+    fn set_user_ip4(self, ip: [u8; 4]) {
+        // SAFETY: `user_ip4` is a writable 4-byte field of the context.
+        unsafe {
+            self.write(
+                core::mem::offset_of!(bpf_sock_addr, user_ip4),
+                u32::from_ne_bytes(ip),
+            );
+        }
+    }
+
+    /// `user_ip6` as 16 network-order bytes, read 4 bytes at a time as the verifier wants.
+    fn user_ip6(self) -> [u8; 16] {
+        let base = core::mem::offset_of!(bpf_sock_addr, user_ip6);
+        let mut out = [0u8; 16];
+        let mut i = 0;
+        while i < 4 {
+            // SAFETY: `user_ip6` is four 4-byte fields of the context; i < 4.
+            let word = unsafe { self.read(base + 4 * i) }.to_ne_bytes();
+            out[4 * i] = word[0];
+            out[4 * i + 1] = word[1];
+            out[4 * i + 2] = word[2];
+            out[4 * i + 3] = word[3];
+            i += 1;
+        }
+        out
+    }
+
+    /// Sets `user_ip6`, 4 bytes at a time (bind and connect programs may).
+    fn set_user_ip6(self, ip: &[u8; 16]) {
+        let base = core::mem::offset_of!(bpf_sock_addr, user_ip6);
+        let mut i = 0;
+        while i < 4 {
+            let word = [ip[4 * i], ip[4 * i + 1], ip[4 * i + 2], ip[4 * i + 3]];
+            // SAFETY: `user_ip6` is four writable 4-byte fields of the context; i < 4.
+            unsafe { self.write(base + 4 * i, u32::from_ne_bytes(word)) };
+            i += 1;
+        }
+    }
+
+    /// One 4-byte load from the context (the verifier rewrites context accesses by size).
+    ///
+    /// # Safety
+    /// `offset` must be that of a 4-byte field of `bpf_sock_addr`.
+    unsafe fn read(self, offset: usize) -> u32 {
+        // SAFETY: `self.0` is the program's context, and the caller passes the offset of a
+        // 4-byte field of it; a volatile read keeps the access exactly 4 bytes wide.
+        unsafe { core::ptr::read_volatile(self.0.cast::<u8>().add(offset).cast::<u32>()) }
+    }
+
+    /// One 4-byte store into the context.
+    ///
+    /// # Safety
+    /// `offset` must be that of a 4-byte field of `bpf_sock_addr` the program type may write
+    /// (`user_ip4`, `user_ip6[i]`, `user_port`).
+    unsafe fn write(self, offset: usize, value: u32) {
+        // SAFETY: as in `read`, for a writable field.
+        unsafe { core::ptr::write_volatile(self.0.cast::<u8>().add(offset).cast::<u32>(), value) }
+    }
 }
 
 /// Adds one to a stat slot. The map is per-CPU, so no two programs write the same slot at once

@@ -1,4 +1,5 @@
 //! The `mcp-gateway` command line.
+#![forbid(unsafe_code)]
 use std::process::ExitCode;
 
 use clap::Parser as _;

@@ -66,26 +66,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 /// upstream connection is a file descriptor, and the usual soft limit (1024) is below what the
 /// default `max_connections` needs. Returns the limit now in force, if it could be read.
 fn raise_open_files_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return None;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    Some(limit.rlim_cur)
+    crate::sys::raise_open_files_limit()
 }
 
 /// The descriptors a gateway with these `max_connections` may hold at once: per slot, the

@@ -1,4 +1,5 @@
 //! Project chores: `cargo xtask setup | run | test | bench | lint | soak | fuzz | deb`.
+#![forbid(unsafe_code)]
 mod bench;
 mod cmd;
 mod deb;

@@ -17,6 +17,10 @@ pub mod counters;
 pub mod doctor;
 pub mod enforce;
 pub mod locks;
+#[allow(
+    unsafe_code,
+    reason = "registers the log ring buffer's descriptor with tokio"
+)]
 pub mod logs;
 pub mod maps;
 pub mod pins;
@@ -24,7 +28,9 @@ pub mod policy;
 pub mod registry;
 pub mod release;
 pub mod status;
+#[allow(unsafe_code, reason = "bpf(2) commands aya does not expose")]
 pub mod sys;
+#[allow(unsafe_code, reason = "uname, mount and rlimit system calls")]
 pub mod system;
 
 use std::{

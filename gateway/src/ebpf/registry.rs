@@ -7,7 +7,6 @@
 use std::{
     fs::File,
     io,
-    os::fd::AsRawFd as _,
     path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -350,15 +349,16 @@ impl LayoutLock {
         let file = File::open(&dir).map_err(|e| io_err("opening the layout directory", e))?;
         let deadline = Instant::now() + timeout;
         loop {
-            // SAFETY: flock on a descriptor this function owns; no memory is passed.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                return Ok(Self { _dir: file });
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::WouldBlock {
-                return Err(io_err("locking the layout directory", err));
-            }
+            // flock(2), exclusive, without waiting: released when the descriptor closes.
+            let err = match file.try_lock() {
+                Ok(()) => return Ok(Self { _dir: file }),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    io::Error::from(io::ErrorKind::WouldBlock)
+                }
+                Err(std::fs::TryLockError::Error(err)) => {
+                    return Err(io_err("locking the layout directory", err));
+                }
+            };
             if Instant::now() >= deadline {
                 return Err(io_err(
                     "locking the layout directory (another mcp-gateway holds it; is one stuck \

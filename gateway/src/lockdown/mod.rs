@@ -3,6 +3,7 @@
 //! new connections fail at once in every instance's cgroup, and the established ones are reset.
 //! It holds while gateways restart or crash, until `mcp-gateway unlock`. A gateway that sees
 //! one of its ports locked answers anything that still reaches it with 503.
+#[allow(unsafe_code, reason = "sock_diag netlink system calls")]
 pub mod sockets;
 
 use std::{

@@ -94,18 +94,34 @@ pub fn to_reset(sockets: &[Socket], locked: impl Fn(u16) -> bool) -> Vec<Socket>
         .collect()
 }
 
-fn as_bytes<T: Copy>(value: &T) -> &[u8] {
-    // SAFETY: `T` is a #[repr(C)] plain-data struct of integers (no padding in the ones used
-    // here: every field is naturally aligned and the sizes add up), so all its bytes are
-    // initialised.
+/// Plain old data: a `#[repr(C)]` struct of integers without padding, so every byte of a value
+/// is initialised and every bit pattern is a valid value. What makes [`as_bytes`] and
+/// [`read_struct`] sound for a type, checked where the type implements it.
+///
+/// # Safety
+/// Implement only for such types (the tests assert their sizes add up: no padding).
+unsafe trait Plain: Copy + Default {}
+
+// SAFETY: each is #[repr(C)] with integer and integer-array fields only, naturally aligned and
+// without padding (sizes asserted in the tests).
+unsafe impl Plain for NlMsgHdr {}
+// SAFETY: as above.
+unsafe impl Plain for SockId {}
+// SAFETY: as above.
+unsafe impl Plain for Request {}
+// SAFETY: as above.
+unsafe impl Plain for DiagMsg {}
+
+fn as_bytes<T: Plain>(value: &T) -> &[u8] {
+    // SAFETY: `T: Plain`: all `size_of::<T>()` bytes of the value are initialised.
     unsafe { std::slice::from_raw_parts(std::ptr::from_ref(value).cast::<u8>(), size_of::<T>()) }
 }
 
-fn read_struct<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
+fn read_struct<T: Plain>(bytes: &[u8]) -> Option<T> {
     let bytes = bytes.get(..size_of::<T>())?;
     let mut out = T::default();
-    // SAFETY: `out` is a plain-data #[repr(C)] value of exactly `size_of::<T>()` bytes, and any
-    // bit pattern is a valid value of its integer fields.
+    // SAFETY: `out` is exactly `size_of::<T>()` bytes, and `T: Plain` makes any bit pattern a
+    // valid value of it.
     unsafe {
         std::ptr::copy_nonoverlapping(
             bytes.as_ptr(),
@@ -261,6 +277,7 @@ mod tests {
     const _: () = assert!(size_of::<SockId>() == 48);
     const _: () = assert!(size_of::<Request>() == 56);
     const _: () = assert!(size_of::<NlMsgHdr>() == 16);
+    const _: () = assert!(size_of::<DiagMsg>() == 4 + 48);
 
     fn sock(state: u8, sport: u16, dport: u16) -> Socket {
         Socket {

@@ -160,33 +160,9 @@ impl Write for Io {
 
 /// The user and group this process runs as, for "permission denied" logs.
 pub fn process_user() -> String {
-    // SAFETY: getuid/getgid cannot fail and take no pointers.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let name = user_name(uid)
+    let (uid, gid) = crate::sys::ids();
+    let name = crate::sys::user_name(uid)
         .map(|n| format!(" ({n})"))
         .unwrap_or_default();
     format!("uid {uid}{name}, gid {gid}")
-}
-
-fn user_name(uid: libc::uid_t) -> Option<String> {
-    let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call: `pwd` and `result` are writable, `buf` is
-    // writable for its whole length, which is passed.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            pwd.as_mut_ptr(),
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: on success getpwuid_r filled `pwd`, whose pw_name points into `buf`, still alive.
-    let name = unsafe { std::ffi::CStr::from_ptr((*result).pw_name) };
-    Some(name.to_string_lossy().into_owned())
 }

@@ -1,7 +1,7 @@
 //! Watching a pending connection (see `slots`) until its first request is complete, without
 //! reading it: the bytes stay in the socket for the HTTP server, or the TLS handshake, to read.
 //! A pending connection costs its socket and a small task; no buffer is kept between looks.
-use std::{io, os::fd::AsRawFd as _};
+use std::{io, os::fd::AsFd as _};
 
 use tokio::{io::Interest, net::TcpStream};
 
@@ -56,16 +56,7 @@ pub async fn first_request(stream: &TcpStream, tls: bool, max: usize) -> io::Res
 
 /// The bytes waiting in the socket, left there.
 fn peek(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: recv(2) into a buffer we own, of its length, on the stream's open descriptor.
-    let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    crate::sys::peek(stream.as_fd(), buf)
 }
 
 #[cfg(test)]

@@ -1,0 +1,148 @@
+//! The gateway's own system calls (the BPF ones are in `ebpf::sys`, the sock_diag ones in
+//! `lockdown::sockets`): the only places besides those where the crate uses `unsafe`. Each
+//! function is safe to call with any argument.
+use std::{
+    io,
+    os::fd::{AsRawFd as _, BorrowedFd},
+};
+
+/// Raises the soft limit on open files to the hard limit; the limit now in force, if it could
+/// be read.
+pub fn raise_open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given, a valid local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given, a valid local.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+/// This process's (uid, gid).
+pub fn ids() -> (libc::uid_t, libc::gid_t) {
+    // SAFETY: getuid/getgid cannot fail and take no pointers.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// The first buffer size tried for getpwuid_r, and the largest: a passwd entry longer than
+/// this (a huge GECOS field from a directory service) is treated as unknown.
+const PASSWD_BUF: (usize, usize) = (1024, 1024 * 1024);
+
+/// The name of user `uid`, when the passwd database has it.
+pub fn user_name(uid: libc::uid_t) -> Option<String> {
+    with_growing_buffer(PASSWD_BUF, |buf| {
+        let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call: `pwd` and `result` are writable, `buf`
+        // is writable for its whole length, which is passed.
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                pwd.as_mut_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc != 0 {
+            return Err(rc);
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: on success getpwuid_r filled `pwd` (which `result` points to), whose pw_name
+        // points into `buf`, still alive here.
+        let name = unsafe { std::ffi::CStr::from_ptr((*result).pw_name) };
+        Ok(Some(name.to_string_lossy().into_owned()))
+    })
+    .flatten()
+}
+
+/// Calls `call` with a buffer of `first` bytes, doubled for as long as it answers `ERANGE`
+/// (the buffer was too small), up to `max` bytes; `None` on any other error or past `max`.
+fn with_growing_buffer<T>(
+    (first, max): (usize, usize),
+    mut call: impl FnMut(&mut [u8]) -> Result<T, libc::c_int>,
+) -> Option<T> {
+    let mut size = first.max(1);
+    loop {
+        let mut buf = vec![0_u8; size];
+        match call(&mut buf) {
+            Ok(value) => return Some(value),
+            Err(libc::ERANGE) if size < max => size = (size * 2).min(max),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Copies the bytes waiting on socket `fd` into `buf`, leaving them there; never waits.
+pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: recv(2) into a buffer we own, of its length, on an open descriptor.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_buffer_grows_on_erange_within_its_bound() {
+        // (first, max, the size the call needs, what comes back)
+        let cases: [(usize, usize, usize, Option<usize>); 5] = [
+            (1024, 1 << 20, 100, Some(1024)),
+            (1024, 1 << 20, 5000, Some(8192)),
+            (1024, 1 << 20, 1 << 20, Some(1 << 20)),
+            // Past the bound: given up, not grown forever.
+            (1024, 1 << 20, (1 << 20) + 1, None),
+            (0, 4, 3, Some(4)),
+        ];
+        for (first, max, needs, want) in cases {
+            let mut calls = 0;
+            let got = with_growing_buffer((first, max), |buf| {
+                calls += 1;
+                if buf.len() >= needs {
+                    Ok(buf.len())
+                } else {
+                    Err(libc::ERANGE)
+                }
+            });
+            assert_eq!(got, want, "first {first}, max {max}, needs {needs}");
+            assert!(calls <= 21, "{calls} calls");
+        }
+        // Any other error ends it at once.
+        let mut calls = 0;
+        let got = with_growing_buffer((8, 1024), |_| -> Result<(), _> {
+            calls += 1;
+            Err(libc::EIO)
+        });
+        assert_eq!((got, calls), (None, 1));
+    }
+
+    #[test]
+    fn this_process_has_a_user_name() {
+        let (uid, _) = ids();
+        // The test runs as a user the passwd database knows (root in CI).
+        assert!(user_name(uid).is_some_and(|n| !n.is_empty()));
+        assert_eq!(user_name(u32::MAX - 7), None);
+    }
+}
