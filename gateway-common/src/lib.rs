@@ -14,6 +14,17 @@
 /// (`LOCK_ACTIVE`, `LOCKS`) and source allowlists (`SOURCES`).
 pub const LAYOUT_VERSION: u32 = 3;
 
+/// 64-bit FNV-1a: registry keys, object fingerprints, default instance names.
+pub const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash = (hash ^ bytes[i] as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
 /// Names of the programs in the embedded eBPF object.
 pub mod program {
     /// `cgroup_skb` ingress: drops TCP packets to protected ports from non-loopback sources.

@@ -10,10 +10,11 @@
 //!   counts it. The same broken file is not retried until it changes again (or SIGHUP).
 //! - **Effect.** The new set is swapped in whole: the next request on any connection, kept
 //!   alive or not, is checked against it; no connection is dropped.
-use std::{os::unix::fs::MetadataExt as _, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
 
+pub use crate::file_version::{Version, version};
 use crate::{credentials::CredentialStore, metrics::ServerStats, tls::TlsStore};
 
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -72,32 +73,6 @@ impl Target {
             }),
         }
     }
-}
-
-/// What identifies a file's version: device, inode, size, mtime and ctime (ns); `None` for a
-/// file that can't be read.
-type FileSig = Option<(u64, u64, u64, i128, i128)>;
-
-/// The versions of a set of files. Taken *before* reading them, so a change made while they
-/// are read is seen by the next poll.
-pub type Version = Vec<FileSig>;
-
-/// The version of `paths` now.
-pub fn version(paths: &[PathBuf]) -> Version {
-    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-    paths
-        .iter()
-        .map(|p| {
-            let m = std::fs::metadata(p).ok()?;
-            Some((
-                m.dev(),
-                m.ino(),
-                m.size(),
-                ns(m.mtime(), m.mtime_nsec()),
-                ns(m.ctime(), m.ctime_nsec()),
-            ))
-        })
-        .collect()
 }
 
 /// What one poll does.

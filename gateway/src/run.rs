@@ -12,9 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::{
-    cli::kernel::{self, EbpfMode, ServerPorts},
-    config::{self, LogFormat, MetricsSettings, RunArgs, ServerSettings, Settings},
-    ebpf::enforce::KernelCheck,
+    config::{
+        self, LogFormat, MetricsSettings, RunArgs, ServerSettings, Settings, kernel::EbpfMode,
+    },
+    ebpf::{
+        enforce::KernelCheck,
+        startup::{self as kernel, ServerPorts},
+    },
     lockdown,
     mcp::audit::AuditLog,
     metrics::{self, Metrics, ServerInfo},

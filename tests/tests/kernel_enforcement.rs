@@ -1,6 +1,6 @@
 //! Kernel enforcement end to end on a cgroup of the test's own, a server namespace, and a
 //! "remote host" namespace joined to it by a veth pair. The program tests drive the kernel layer
-//! through the `enforcer` helper (it runs `cli::kernel::start` exactly as `mcp-gateway run`
+//! through the `enforcer` helper (it runs `ebpf::startup::start` exactly as `mcp-gateway run`
 //! does, and reports what it attached); the lifecycle tests (crash, detach, missing privileges)
 //! run the real `mcp-gateway` binary.
 //!

@@ -37,20 +37,6 @@ pub struct UnlockArgs {
     pub pin_dir: PathBuf,
 }
 
-/// One lock, in words.
-pub fn describe(lock: &Lock) -> String {
-    let what = match lock.port {
-        Some(port) => format!("port {port}"),
-        None => "every protected port".to_owned(),
-    };
-    let since = std::time::UNIX_EPOCH + std::time::Duration::from_secs(lock.since_unix);
-    format!(
-        "{what} since {}: {}",
-        humantime::format_rfc3339_seconds(since),
-        lock.reason
-    )
-}
-
 pub fn lockdown(args: &LockdownArgs) -> anyhow::Result<ExitCode> {
     let done = lockdown::engage(
         &args.pin_dir,
@@ -76,7 +62,7 @@ pub fn lockdown(args: &LockdownArgs) -> anyhow::Result<ExitCode> {
         }
     );
     for lock in &done.locks {
-        println!("  locked {}", describe(lock));
+        println!("  locked {}", Lock::describe(lock));
     }
     match &done.reset_error {
         None => println!("reset {} established connection(s)", done.reset),
@@ -96,10 +82,10 @@ pub fn unlock(args: &UnlockArgs) -> anyhow::Result<ExitCode> {
         println!("nothing to unlock: no such lock is in force");
     }
     for lock in &done.released {
-        println!("released {}", describe(lock));
+        println!("released {}", Lock::describe(lock));
     }
     for lock in &done.remaining {
-        println!("still locked: {}", describe(lock));
+        println!("still locked: {}", Lock::describe(lock));
     }
     if done.detached {
         println!("removed the programs the lockdown had attached");

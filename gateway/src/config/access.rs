@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::SystemTime};
 use super::{ConfigError, file::ServerKeys};
 use crate::{
     credentials::{self, CredentialSet},
-    reload,
+    file_version,
     tls::{self, TlsFiles},
 };
 
@@ -16,7 +16,7 @@ pub struct CredentialsFile {
     pub path: PathBuf,
     pub set: CredentialSet,
     /// The file's version before it was read (a later change is reloaded).
-    pub version: reload::Version,
+    pub version: file_version::Version,
 }
 
 /// The TLS files and what they held at start.
@@ -25,7 +25,7 @@ pub struct TlsConfig {
     pub files: TlsFiles,
     pub loaded: tls::Loaded,
     /// The files' version before they were read.
-    pub version: reload::Version,
+    pub version: file_version::Version,
 }
 
 /// A server's access settings, with the files already loaded.
@@ -120,7 +120,7 @@ pub fn resolve(listen: SocketAddr, keys: &ServerKeys) -> Result<Access, ConfigEr
     let credentials = match &keys.auth_token_file {
         None => None,
         Some(path) => {
-            let version = reload::version(std::slice::from_ref(path));
+            let version = file_version::version(std::slice::from_ref(path));
             let set = credentials::load(path).map_err(|why| invalid("auth_token_file", why))?;
             Some(CredentialsFile {
                 path: path.clone(),
@@ -132,7 +132,7 @@ pub fn resolve(listen: SocketAddr, keys: &ServerKeys) -> Result<Access, ConfigEr
     let tls = match tls_files {
         None => None,
         Some(files) => {
-            let version = reload::version(&files.paths());
+            let version = file_version::version(&files.paths());
             let loaded = tls::load(&files, SystemTime::now())?;
             Some(TlsConfig {
                 files,

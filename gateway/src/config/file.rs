@@ -7,11 +7,11 @@ use std::{
 
 use serde::Deserialize;
 
-use super::{ConfigError, LogFormat};
-use crate::{
-    cli::kernel::{BindPolicyArg, EbpfMode},
-    policy::Mode,
+use super::{
+    ConfigError, LogFormat,
+    kernel::{BindPolicy, EbpfMode},
 };
+use crate::policy::Mode;
 
 /// Declares the per-server keys once, each with its flag, variable and help, and from them:
 /// [`ServerKeys`] (one layer's values, and the flags of `mcp-gateway run`),
@@ -49,13 +49,13 @@ macro_rules! server_keys {
             pub instance: Option<String>,
             pub log_format: Option<LogFormat>,
             pub workers: Option<usize>,
-            pub metrics_listen: Option<crate::metrics::Listen>,
+            pub metrics_listen: Option<super::metrics::Listen>,
             pub metrics_label_budget: Option<usize>,
             pub audit_log: Option<String>,
             pub ebpf: Option<EbpfMode>,
             pub cgroup: Option<PathBuf>,
             pub pin_dir: Option<PathBuf>,
-            pub bind_policy: Option<BindPolicyArg>,
+            pub bind_policy: Option<BindPolicy>,
             pub protect_ports: Option<Vec<u16>>,
             $($key: Option<$ty>,)*
         }

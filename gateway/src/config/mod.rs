@@ -7,6 +7,8 @@
 //! Bad configuration fails at start with the key and the reason; nothing is silently ignored.
 pub mod access;
 pub mod file;
+pub mod kernel;
+pub mod metrics;
 pub mod summary;
 pub mod upstream;
 
@@ -15,11 +17,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-use self::file::{FileConfig, ServerKeys};
 pub use self::upstream::{Upstream, UpstreamAddr};
+use self::{
+    file::{FileConfig, ServerKeys},
+    kernel::{BindPolicy, DEFAULT_PIN_DIR, EbpfArgs, EbpfMode},
+};
 use crate::{
-    cli::kernel::{EbpfArgs, EbpfMode},
-    ebpf::{pins::DEFAULT_PIN_DIR, policy::BindPolicy},
     mcp::{McpPolicy, McpSettings},
     policy::{Policy, PolicyError, PolicySettings},
     ratelimit::Rate,
@@ -65,7 +68,7 @@ pub struct RunArgs {
     /// Address of the Prometheus `/metrics` listener, or `off` [default: 127.0.0.1:9464]. A
     /// listener of its own, never the proxy's.
     #[arg(long, env = "MCP_GATEWAY_METRICS_LISTEN")]
-    pub metrics_listen: Option<crate::metrics::Listen>,
+    pub metrics_listen: Option<metrics::Listen>,
     /// Most (reason, origin) series in mcp_gateway_rejections_total; further origins count
     /// as origin="other" [default: 200].
     #[arg(long, env = "MCP_GATEWAY_METRICS_LABEL_BUDGET")]
@@ -94,12 +97,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where `--audit-log` writes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AuditTarget {
-    Stderr,
-    File(PathBuf),
-}
+pub use crate::mcp::audit::AuditTarget;
 
 /// Configuration errors, each naming the key. Each message is whole: the cause is part of it
 /// (fields are named `cause`, not `source`, so an error chain never prints it twice).
@@ -410,11 +408,7 @@ pub fn kernel_settings(e: &EbpfArgs, file: &FileConfig) -> KernelSettings {
             .clone()
             .or(file.pin_dir.clone())
             .unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
-        bind_policy: e
-            .bind_policy
-            .or(file.bind_policy)
-            .unwrap_or_default()
-            .into(),
+        bind_policy: e.bind_policy.or(file.bind_policy).unwrap_or_default(),
         protect_ports: e
             .protect_ports
             .clone()
@@ -580,10 +574,7 @@ pub fn default_instance(listens: &[SocketAddr]) -> String {
     if joined.len() <= gateway_common::INSTANCE_NAME_LEN {
         return joined;
     }
-    format!(
-        "listen-{:016x}",
-        crate::ebpf::pins::fnv1a(joined.as_bytes())
-    )
+    format!("listen-{:016x}", gateway_common::fnv1a(joined.as_bytes()))
 }
 
 fn audit_target(text: &str) -> Result<AuditTarget, ConfigError> {
@@ -599,10 +590,10 @@ fn audit_target(text: &str) -> Result<AuditTarget, ConfigError> {
 
 fn metrics_settings(
     servers: &[ServerSettings],
-    listen: Option<crate::metrics::Listen>,
+    listen: Option<metrics::Listen>,
     budget: Option<usize>,
 ) -> Result<MetricsSettings, ConfigError> {
-    use crate::metrics::{DEFAULT_LABEL_BUDGET, DEFAULT_LISTEN, Listen, MAX_LABEL_BUDGET};
+    use self::metrics::{DEFAULT_LABEL_BUDGET, DEFAULT_LISTEN, Listen, MAX_LABEL_BUDGET};
     let explicit = listen.is_some();
     let listen = match listen {
         Some(Listen::Off) => None,

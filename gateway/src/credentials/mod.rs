@@ -125,7 +125,7 @@ pub struct CredentialStore {
     path: PathBuf,
     current: ArcSwap<CredentialSet>,
     /// The file's version when `initial` was read (see `reload`).
-    version_at_start: crate::reload::Version,
+    version_at_start: crate::file_version::Version,
 }
 
 /// Reads and parses the credentials file at `path`.
@@ -136,7 +136,11 @@ pub fn load(path: &Path) -> Result<CredentialSet, String> {
 }
 
 impl CredentialStore {
-    pub fn new(path: PathBuf, initial: CredentialSet, version: crate::reload::Version) -> Self {
+    pub fn new(
+        path: PathBuf,
+        initial: CredentialSet,
+        version: crate::file_version::Version,
+    ) -> Self {
         Self {
             path,
             current: ArcSwap::from_pointee(initial),
@@ -144,7 +148,7 @@ impl CredentialStore {
         }
     }
 
-    pub fn version_at_start(&self) -> &crate::reload::Version {
+    pub fn version_at_start(&self) -> &crate::file_version::Version {
         &self.version_at_start
     }
 

@@ -114,7 +114,7 @@ fn lockdown(pin_dir: &Path) -> Check {
     if locks.is_empty() {
         return check("lockdown", true, false, "none".to_owned(), "");
     }
-    let described: Vec<String> = locks.iter().map(crate::cli::lockdown::describe).collect();
+    let described: Vec<String> = locks.iter().map(locks::Lock::describe).collect();
     check(
         "lockdown",
         false,

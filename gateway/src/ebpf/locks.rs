@@ -4,7 +4,7 @@
 //! no gateway running.
 use std::{
     path::Path,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use aya::maps::{Array, HashMap, MapData, MapError};
@@ -136,6 +136,22 @@ impl LockMaps {
             self.active.set(0, 0, 0).map_err(err(map::LOCK_ACTIVE))?;
         }
         Ok(released)
+    }
+}
+
+impl Lock {
+    /// One lock, in words.
+    pub fn describe(&self) -> String {
+        let what = match self.port {
+            Some(port) => format!("port {port}"),
+            None => "every protected port".to_owned(),
+        };
+        let since = UNIX_EPOCH + Duration::from_secs(self.since_unix);
+        format!(
+            "{what} since {}: {}",
+            humantime::format_rfc3339_seconds(since),
+            self.reason
+        )
     }
 }
 

@@ -27,6 +27,7 @@ pub mod pins;
 pub mod policy;
 pub mod registry;
 pub mod release;
+pub mod startup;
 pub mod status;
 #[allow(unsafe_code, reason = "bpf(2) commands aya does not expose")]
 pub mod sys;

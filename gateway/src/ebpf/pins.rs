@@ -21,21 +21,14 @@ use std::{
 use gateway_common::{LAYOUT_VERSION, map};
 
 use super::{OBJECT, sys};
-
-/// Default pin directory.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/mcp-gateway";
+pub use crate::config::kernel::DEFAULT_PIN_DIR;
 
 /// FNV-1a of the embedded object: names the programs a link runs.
 pub fn object_hash() -> u64 {
     fnv1a(OBJECT)
 }
 
-/// 64-bit FNV-1a.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
+pub use gateway_common::fnv1a;
 
 /// This build's layout directory inside `pin_dir`.
 pub fn layout_dir(pin_dir: &Path) -> PathBuf {

@@ -9,17 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gateway_common::{CgroupPort, PortPolicy};
 
+pub use crate::config::kernel::BindPolicy;
 use crate::source::Cidr;
-
-/// What bind() of a protected port to a non-loopback address gets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum BindPolicy {
-    /// Refused with EPERM.
-    #[default]
-    Deny,
-    /// Moved to the loopback address of the socket's family.
-    Rewrite,
-}
 
 /// What the programs read: the protected ports, who may connect to the exclusive ones, and
 /// which sources may reach the ports with a source allowlist.

@@ -16,7 +16,12 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 
-use crate::config::AuditTarget;
+/// Where `--audit-log` writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stderr,
+    File(std::path::PathBuf),
+}
 
 /// Longest `name` kept in a record (a tool, prompt or resource name; cut beyond).
 pub const MAX_NAME_CHARS: usize = 256;

@@ -214,11 +214,11 @@ pub struct TlsStore {
     files: TlsFiles,
     current: ArcSwap<ServerConfig>,
     /// The files' version when they were loaded at start (see `reload`).
-    version_at_start: crate::reload::Version,
+    version_at_start: crate::file_version::Version,
 }
 
 impl TlsStore {
-    pub fn new(files: TlsFiles, loaded: &Loaded, version: crate::reload::Version) -> Self {
+    pub fn new(files: TlsFiles, loaded: &Loaded, version: crate::file_version::Version) -> Self {
         Self {
             files,
             current: ArcSwap::new(loaded.config.clone()),
@@ -226,7 +226,7 @@ impl TlsStore {
         }
     }
 
-    pub fn version_at_start(&self) -> &crate::reload::Version {
+    pub fn version_at_start(&self) -> &crate::file_version::Version {
         &self.version_at_start
     }
 

@@ -1,7 +1,7 @@
 //! Test helper: the gateway's kernel layer without the proxy, driven like `mcp-gateway`.
 //!
 //! - `enforcer [--join-cgroup DIR] run --upstream-port P --listen ADDR [kernel flags of run]`
-//!   calls `cli::kernel::start` as `mcp-gateway run` does, prints one line (`enforcing
+//!   calls `ebpf::startup::start` as `mcp-gateway run` does, prints one line (`enforcing
 //!   reused=N new=M own_cgroup=DIR` or `userspace-only`), then holds enforcement until stdin
 //!   closes (or the process is killed).
 //! - `enforcer detach ...` and `enforcer doctor ...` are `mcp-gateway detach|doctor`.
@@ -16,11 +16,13 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use mcp_gateway::{
-    cli::kernel::{self, DetachArgs, DoctorArgs, EbpfArgs, ServerPorts},
+    cli::kernel::{self, DetachArgs, DoctorArgs},
     config::{
         self,
         file::{FileConfig, ServerKeys},
+        kernel::EbpfArgs,
     },
+    ebpf::startup::{self, ServerPorts},
 };
 
 #[derive(Parser)]
@@ -90,7 +92,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             sources: Vec::new(),
         };
         let instance = config::default_instance(&[args.listen]);
-        let enforcement = kernel::start(&settings, &instance, &[server])?;
+        let enforcement = startup::start(&settings, &instance, &[server])?;
         match &enforcement {
             Some(e) => {
                 let s = e.status();
