@@ -18,7 +18,7 @@ mod scenarios;
 
 use std::{fmt::Write as _, path::PathBuf, process::Command};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 use self::{
     procs::{Proc, Topology, free_port, wait_listening},
@@ -258,6 +258,25 @@ pub fn bench(options: &Options) -> anyhow::Result<()> {
     };
     let gateway_bin = own_copy(run::build_release()?)?;
     let benchtool = own_copy(run::build_test_bin("benchtool")?)?;
+    // The gateway measured must be this tree's: in a target directory shared with another
+    // checkout, its build can replace the binary between ours and the copy.
+    let head = cmd::output(
+        Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(cmd::workspace_root()),
+    )
+    .map(|h| h.trim().to_owned());
+    let version = cmd::output(Command::new(&gateway_bin).arg("--version")).unwrap_or_default();
+    if let Some(head) = &head
+        && !version.contains(head.as_str())
+    {
+        let _ = std::fs::remove_dir_all(&dir);
+        bail!(
+            "the gateway built is `{}`, not this tree's commit {head}: another build in the \
+             same target directory replaced it; run the bench again",
+            version.trim()
+        );
+    }
     let (upstream_port, unrelated_port) = (free_port()?, free_port()?);
     let conf = include_str!("../../bench/nginx-upstream.conf")
         .replace("{{PORT}}", &upstream_port.to_string())
@@ -326,10 +345,7 @@ pub fn bench(options: &Options) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     result?;
 
-    let mut commit = cmd::output(Command::new("git").args(["rev-parse", "--short=12", "HEAD"]))
-        .unwrap_or_else(|| "?".to_owned())
-        .trim()
-        .to_owned();
+    let mut commit = head.unwrap_or_else(|| "?".to_owned());
     if cmd::output(Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]))
         .is_some_and(|s| !s.trim().is_empty())
     {
