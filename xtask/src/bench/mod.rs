@@ -1,24 +1,28 @@
-//! `cargo xtask bench`: the gateway against nginx with the same Host/Origin rules, per core, in
-//! one run, and the ratios written to `docs/benchmarks.md`.
+//! `cargo xtask bench`: the gateway against going direct and against the reference proxies
+//! (nginx and HAProxy, `reference.rs`) with the same Host/Origin rules, per core, in one run, and
+//! the ratios written to `docs/benchmarks.md`.
 //!
 //! Pinned (the default with 2+ CPUs): the proxy under test runs alone on the last CPU with one
-//! worker (nginx: `worker_processes 1`; the gateway: `--workers 1`), and the load generators
-//! (wrk; `benchtool` for open-loop latency, SSE and held connections) and the upstream (nginx
-//! serving a fixed `tools/list` answer) share the others. Scenarios: closed-loop throughput and
-//! p99 (allowed and rejected requests), open-loop latency and CPU per request at a fixed rate,
-//! SSE added delay, memory, start-up, and the kernel programs' cost (root only).
+//! worker (nginx: `worker_processes 1`; HAProxy: `nbthread 1`; the gateway: `--workers 1`), and
+//! the load generators (wrk; `benchtool` for open-loop latency, SSE and held connections) and the
+//! upstream (nginx serving a fixed answer) share the others. Scenarios: closed-loop throughput
+//! and p99 (allowed `tools/list` and 1 KiB `tools/call` requests, and rejected ones), open-loop
+//! latency and CPU per request at a fixed rate, SSE added delay, memory, start-up, and the kernel
+//! programs' cost (root only).
 //!
 //! `--smoke` (CI) runs every scenario briefly to keep the harness working; it checks no timing
 //! target and writes `target/bench-smoke.md` instead.
 mod procs;
+mod reference;
 mod scenarios;
 
 use std::{fmt::Write as _, path::PathBuf, process::Command};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 use self::{
     procs::{Proc, Topology, free_port, wait_listening},
+    reference::Reference,
     scenarios::Bench,
 };
 use crate::{cmd, run};
@@ -36,46 +40,66 @@ pub struct Options {
     unpinned: bool,
 }
 
-/// A goal on a row: a bound on the gateway's value or on its ratio to the reference.
+/// A goal on a row: a bound on the gateway's value or on its ratio to one column.
 struct Goal {
     text: String,
     met: bool,
 }
 
+/// The column of a measure made straight to the upstream, without a proxy.
+pub const DIRECT: &str = "direct";
+
 /// One line of the report.
 pub struct Row {
     measure: String,
     gateway: f64,
-    /// nginx's value (or the reference the ratio is taken against).
-    reference: Option<f64>,
+    /// The same measure in the other columns: [`DIRECT`] and the reference proxies, by name.
+    others: Vec<(&'static str, f64)>,
     unit: &'static str,
     goal: Option<Goal>,
 }
 
 impl Row {
-    fn new(measure: String, gateway: f64, reference: Option<f64>, unit: &'static str) -> Self {
+    /// A row of values by column, the gateway's among them (`mcp-gateway`); columns without a
+    /// finite value are left empty.
+    fn new(measure: String, unit: &'static str, values: &[(&'static str, f64)]) -> Self {
+        let value = |name: &str| values.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
         Self {
             measure,
-            gateway,
-            reference,
+            gateway: value(GATEWAY).unwrap_or(f64::NAN),
+            others: values
+                .iter()
+                .filter(|(n, v)| *n != GATEWAY && v.is_finite())
+                .copied()
+                .collect(),
             unit,
             goal: None,
         }
     }
 
     fn note(text: &str) -> Self {
-        Self::new(text.to_owned(), f64::NAN, None, "")
+        Self::new(text.to_owned(), "", &[])
     }
 
-    fn ratio(&self) -> Option<f64> {
-        self.reference
+    /// The gateway's value over `column`'s.
+    fn ratio(&self, column: &str) -> Option<f64> {
+        self.others
+            .iter()
+            .find(|(n, _)| *n == column)
+            .map(|(_, r)| *r)
             .filter(|r| *r > 0.0 && self.gateway.is_finite())
             .map(|r| self.gateway / r)
     }
 
-    /// A goal on the ratio to the reference, when `applies`.
-    fn goal_if(mut self, applies: bool, text: &str, ok: impl Fn(f64) -> bool) -> Self {
-        if applies && let Some(r) = self.ratio() {
+    /// A goal on the ratio to `column`, when `applies`.
+    fn goal_if(
+        mut self,
+        applies: bool,
+        column: &str,
+        text: &str,
+        ok: impl Fn(f64) -> bool,
+    ) -> Self {
+        if applies && let Some(r) = self.ratio(column) {
             self.goal = Some(Goal {
                 text: text.to_owned(),
                 met: ok(r),
@@ -94,12 +118,10 @@ impl Row {
     }
 }
 
-fn machine() -> String {
-    let nginx = Command::new("nginx")
-        .arg("-v")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
-        .unwrap_or_default();
+/// The gateway's column.
+pub const GATEWAY: &str = "mcp-gateway";
+
+fn machine(refs: &[&Reference]) -> String {
     // wrk prints its version and exits 1.
     let wrk = Command::new("wrk")
         .arg("--version")
@@ -112,60 +134,104 @@ fn machine() -> String {
                 .to_owned()
         })
         .unwrap_or_default();
-    format!("{}; {nginx}; {wrk}", cmd::machine())
+    let versions: Vec<String> = refs.iter().map(|r| r.version()).collect();
+    format!("{}; {}; {wrk}", cmd::machine(), versions.join("; "))
 }
 
-fn report(rows: &[Row], topo: &Topology, options: &Options, commit: &str) -> String {
+/// What the report says about the run, and its table.
+struct Run<'a> {
+    topo: &'a Topology,
+    options: &'a Options,
+    commit: &'a str,
+    refs: &'a [&'static Reference],
+    /// References left out, and why.
+    skipped: &'a [(&'static str, String)],
+}
+
+fn report(rows: &[Row], run: &Run) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "One run of `cargo xtask bench{}`, on {}, at commit {commit}.\n",
-        if options.unpinned { " --unpinned" } else { "" },
-        machine()
+        "One run of `cargo xtask bench{}`, on {}, at commit {}.\n",
+        if run.options.unpinned {
+            " --unpinned"
+        } else {
+            ""
+        },
+        machine(run.refs),
+        run.commit
     );
+    let links: Vec<String> = run
+        .refs
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ([`{}`](../{}))",
+                r.name, r.template_path, r.template_path
+            )
+        })
+        .collect();
     let _ = writeln!(
         out,
-        "{}\nThe reference is nginx with the gateway's Host/Origin rules \
-         ([`xtask/bench/nginx-proxy.conf`](../xtask/bench/nginx-proxy.conf)), in front of the same \
-         upstream. Ratios are mcp-gateway / reference; only ratios within one run mean anything \
-         on a shared machine.\n",
-        if topo.pinned {
+        "{}\nThe references are {}, each with the gateway's Host/Origin rules, in front of the same \
+         upstream; `direct` is the same measure straight to the upstream. A reference's cell \
+         holds its value and, in parentheses, mcp-gateway / it; only ratios within one run mean \
+         anything on a shared machine.\n",
+        if run.topo.pinned {
             format!(
                 "Pinned: each proxy alone on CPU {} with one worker; wrk, benchtool and the \
                  upstream on CPU {}.",
-                topo.proxy_cpus, topo.load_cpus
+                run.topo.proxy_cpus, run.topo.load_cpus
             )
         } else {
             format!(
                 "Unpinned: {} workers each, every process on every CPU.",
-                topo.workers
+                run.topo.workers
             )
-        }
+        },
+        links.join(" and ")
     );
+    for (name, why) in run.skipped {
+        let _ = writeln!(out, "**{name} was not measured**: {why}\n");
+    }
+    let mut columns = vec![DIRECT];
+    columns.extend(run.refs.iter().map(|r| r.name));
     let _ = writeln!(
         out,
-        "| measure | mcp-gateway | reference | ratio | goal | |"
+        "| measure | {GATEWAY} | {} | goal | |",
+        columns.join(" | ")
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|{}---|---|", "---|".repeat(columns.len()));
+    let empty = " |".repeat(columns.len() + 3);
     for r in rows {
         if r.unit.is_empty() {
-            let _ = writeln!(out, "| {} | | | | | |", r.measure);
+            let _ = writeln!(out, "| {} |{empty}", r.measure);
             continue;
         }
         let fmt = |v: f64| match r.unit {
             "req/s" => format!("{v:.0} {}", r.unit),
             _ => format!("{v:.3} {}", r.unit),
         };
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                let value = r.others.iter().find(|(n, _)| n == c).map(|(_, v)| *v);
+                match (value, r.ratio(c)) {
+                    (Some(v), Some(x)) => format!("{} ({x:.2}×)", fmt(v)),
+                    (Some(v), None) => fmt(v),
+                    (None, _) => String::new(),
+                }
+            })
+            .collect();
         let (goal, mark) = r.goal.as_ref().map_or(("", ""), |g| {
             (g.text.as_str(), if g.met { "met" } else { "**missed**" })
         });
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {goal} | {mark} |",
+            "| {} | {} | {} | {goal} | {mark} |",
             r.measure,
             fmt(r.gateway),
-            r.reference.map_or_else(String::new, fmt),
-            r.ratio().map_or_else(String::new, |x| format!("{x:.2}×")),
+            cells.join(" | "),
         );
     }
     out
@@ -180,11 +246,37 @@ pub fn bench(options: &Options) -> anyhow::Result<()> {
         ("wrk", "wrk"),
         ("taskset", "util-linux"),
     ])?;
-    let gateway_bin = run::build_release()?;
-    let benchtool = run::build_test_bin("benchtool")?;
+    let (refs, skipped) = reference::available();
     let topo = Topology::new((!options.unpinned).then_some(true));
     let dir = std::env::temp_dir().join(format!("mcp-gateway-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    // Copies, so that a build in a shared target directory can't swap them during the run.
+    let own_copy = |built: PathBuf| -> anyhow::Result<PathBuf> {
+        let copy = dir.join(built.file_name().context("a binary's name")?);
+        std::fs::copy(&built, &copy).with_context(|| format!("copying {}", built.display()))?;
+        Ok(copy)
+    };
+    let gateway_bin = own_copy(run::build_release()?)?;
+    let benchtool = own_copy(run::build_test_bin("benchtool")?)?;
+    // The gateway measured must be this tree's: in a target directory shared with another
+    // checkout, its build can replace the binary between ours and the copy.
+    let head = cmd::output(
+        Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(cmd::workspace_root()),
+    )
+    .map(|h| h.trim().to_owned());
+    let version = cmd::output(Command::new(&gateway_bin).arg("--version")).unwrap_or_default();
+    if let Some(head) = &head
+        && !version.contains(head.as_str())
+    {
+        let _ = std::fs::remove_dir_all(&dir);
+        bail!(
+            "the gateway built is `{}`, not this tree's commit {head}: another build in the \
+             same target directory replaced it; run the bench again",
+            version.trim()
+        );
+    }
     let (upstream_port, unrelated_port) = (free_port()?, free_port()?);
     let conf = include_str!("../../bench/nginx-upstream.conf")
         .replace("{{PORT}}", &upstream_port.to_string())
@@ -227,6 +319,7 @@ pub fn bench(options: &Options) -> anyhow::Result<()> {
         upstream_port,
         unrelated_port,
         cgroup: cgroup.clone(),
+        refs: refs.clone(),
     };
     let mut rows = Vec::new();
     let scenarios: [(&str, Scenario); 6] = [
@@ -252,16 +345,22 @@ pub fn bench(options: &Options) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     result?;
 
-    let mut commit = cmd::output(Command::new("git").args(["rev-parse", "--short=12", "HEAD"]))
-        .unwrap_or_else(|| "?".to_owned())
-        .trim()
-        .to_owned();
+    let mut commit = head.unwrap_or_else(|| "?".to_owned());
     if cmd::output(Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]))
         .is_some_and(|s| !s.trim().is_empty())
     {
         commit.push_str(" with uncommitted changes");
     }
-    let text = report(&rows, &topo, options, &commit);
+    let text = report(
+        &rows,
+        &Run {
+            topo: &topo,
+            options,
+            commit: &commit,
+            refs: &refs,
+            skipped: &skipped,
+        },
+    );
     println!("\n{text}");
     let path = if options.smoke {
         run::target_dir().join("bench-smoke.md")
