@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod run;
+pub mod scan;
 pub mod security_log;
 pub mod source;
 pub mod tls;
