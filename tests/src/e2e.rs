@@ -210,6 +210,33 @@ impl Upstream {
             transport,
             |_| port_arg.clone(),
             port,
+            None,
+        )
+    }
+
+    /// Starts the server in the network namespace `netns`, bound to `host`:`port`.
+    pub fn start_in(
+        netns: &str,
+        host: &str,
+        port: u16,
+        transport: Transport,
+        protection: bool,
+    ) -> Self {
+        let protection = if protection { "on" } else { "off" };
+        let port_arg = port.to_string();
+        Self::spawn(
+            &[
+                "--host",
+                host,
+                "--port",
+                &port_arg,
+                "--protection",
+                protection,
+            ],
+            transport,
+            |_| port_arg.clone(),
+            port,
+            Some(netns),
         )
     }
 
@@ -221,6 +248,7 @@ impl Upstream {
             transport,
             |dir| dir.join("mcp.sock").display().to_string(),
             0,
+            None,
         )
     }
 
@@ -229,13 +257,22 @@ impl Upstream {
         transport: Transport,
         place: impl Fn(&Path) -> String,
         port: u16,
+        netns: Option<&str>,
     ) -> Self {
         let python = python();
         let dir = TempDir::new("upstream");
         let record = dir.path().join("record.jsonl");
         fs::write(&record, "").expect("creating the record");
         let at = place(dir.path());
-        let mut cmd = Command::new(python);
+        let mut cmd = match netns {
+            // `ip netns exec` execs the server: the child guard's pid is the server's.
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(python);
+                cmd
+            }
+            None => Command::new(python),
+        };
         cmd.arg(assets().join("server.py"))
             .args(args)
             .args(["--transport", transport.arg()])

@@ -1,0 +1,217 @@
+//! `mcp-gateway scan` on a host of its own: a network namespace the test made (sock_diag lists
+//! one namespace, so the scan sees exactly the test's listeners), holding at once the official
+//! Python SDK server on 0.0.0.0 with its protection off, the same SDK with its protection on on
+//! loopback, a plain HTTP server, a TCP server that is not HTTP and one that never answers.
+//!
+//! Privileged (`ip netns` needs root); run by `cargo xtask test`.
+use std::{
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use mcp_gateway_tests::{
+    e2e::{Transport, Upstream, assets, python},
+    netns::NetnsGuard,
+    process::{ChildGuard, clean_gateway_env, gateway_bin},
+};
+use serde_json::Value;
+
+const EXPOSED: u16 = 8001;
+const DEFENDED: u16 = 8002;
+const PLAIN_HTTP: u16 = 8003;
+const BANNER: u16 = 8004;
+const SILENT: u16 = 8005;
+
+/// `mcp-gateway scan ARGS` inside `ns`, with a pin directory that does not exist (the host's
+/// own pins must not leak into the verdicts).
+fn scan(ns: &NetnsGuard, args: &[&str]) -> (Output, Duration) {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns.name()])
+        .arg(gateway_bin())
+        .args(["scan", "--pin-dir", "/nonexistent/mcp-gateway-scan-test"])
+        .args(args)
+        .stdin(Stdio::null());
+    clean_gateway_env(&mut cmd);
+    let start = Instant::now();
+    let out = cmd.output().expect("running mcp-gateway scan");
+    (out, start.elapsed())
+}
+
+struct Host {
+    ns: NetnsGuard,
+    exposed: Upstream,
+    _defended: Upstream,
+    _fakes: ChildGuard,
+}
+
+fn host(label: &str) -> Host {
+    let ns = NetnsGuard::new(label);
+    let exposed = Upstream::start_in(ns.name(), "0.0.0.0", EXPOSED, Transport::Streamable, false);
+    let defended = Upstream::start_in(
+        ns.name(),
+        "127.0.0.1",
+        DEFENDED,
+        Transport::Streamable,
+        true,
+    );
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns.name()])
+        .arg(python())
+        .arg(assets().join("scan_fakes.py"))
+        .args(["--http", &PLAIN_HTTP.to_string()])
+        .args(["--banner", &BANNER.to_string()])
+        .args(["--silent", &SILENT.to_string()]);
+    let mut fakes = ChildGuard::spawn_logged(&mut cmd);
+    assert_eq!(fakes.read_line(), "listening");
+    Host {
+        ns,
+        exposed,
+        _defended: defended,
+        _fakes: fakes,
+    }
+}
+
+fn socket(report: &Value, port: u16) -> &Value {
+    report["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["port"] == port)
+        .unwrap_or_else(|| panic!("port {port} not in the report: {report:#}"))
+}
+
+fn codes(socket: &Value) -> Vec<&str> {
+    socket["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+#[ignore = "privileged: needs root for ip netns; run by `cargo xtask test`"]
+fn every_kind_of_listener_is_classified_in_bounded_time_in_both_forms() {
+    let host = host("scan");
+    let (out, took) = scan(&host.ns, &["--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an exposed server: exit 1\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The silent socket costs one timeout (2 s); everything else answers at once.
+    assert!(took < Duration::from_secs(10), "the scan took {took:?}");
+    let report: Value = serde_json::from_str(&stdout).expect("--json is JSON");
+    assert_eq!(report["schema"], "mcp-gateway-scan/1");
+    let ports: Vec<u64> = report["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ports,
+        [8001, 8002, 8003, 8004, 8005],
+        "exactly the test's listeners"
+    );
+
+    let exposed = socket(&report, EXPOSED);
+    assert_eq!(exposed["verdict"], "exposed", "{exposed:#}");
+    assert_eq!(exposed["bind_scope"], "all");
+    assert_eq!(exposed["mcp"]["name"], "e2e-upstream");
+    assert_eq!(exposed["mcp"]["path"], "/mcp");
+    assert_eq!(exposed["rebinding"]["foreign_host"]["result"], "accepted");
+    assert_eq!(exposed["rebinding"]["foreign_origin"]["result"], "accepted");
+    assert_eq!(
+        codes(exposed),
+        [
+            "binds-all-interfaces",
+            "foreign-host-accepted",
+            "foreign-origin-accepted",
+            "no-kernel-protection"
+        ]
+    );
+    let owner = &exposed["owner"];
+    assert!(
+        owner["cmdline"].as_str().unwrap().contains("server.py"),
+        "{owner:#}"
+    );
+
+    let defended = socket(&report, DEFENDED);
+    assert_eq!(defended["verdict"], "protected", "{defended:#}");
+    assert_eq!(defended["bind_scope"], "loopback");
+    assert_eq!(defended["rebinding"]["foreign_host"]["result"], "refused");
+    assert_eq!(defended["rebinding"]["foreign_origin"]["result"], "refused");
+
+    let plain = socket(&report, PLAIN_HTTP);
+    assert_eq!(
+        (&plain["verdict"], &plain["probe"]),
+        (&"not-mcp".into(), &"not-mcp".into())
+    );
+    let banner = socket(&report, BANNER);
+    assert_eq!(
+        (&banner["verdict"], &banner["probe"]),
+        (&"not-mcp".into(), &"not-http".into())
+    );
+    assert_eq!(
+        banner["requests"].as_array().unwrap().len(),
+        1,
+        "one request to a non-HTTP listener"
+    );
+    let silent = socket(&report, SILENT);
+    assert_eq!(
+        (&silent["verdict"], &silent["probe"]),
+        (&"unknown".into(), &"no-answer".into())
+    );
+    assert_eq!(silent["requests"].as_array().unwrap().len(), 1);
+    for s in report["sockets"].as_array().unwrap() {
+        assert!(s["requests"].as_array().unwrap().len() <= 8, "{s:#}");
+    }
+
+    // What reached the unprotected server: probes and their session ends, never a tool.
+    assert!(host.exposed.tool_calls().is_empty());
+    let requests = host.exposed.requests();
+    let deletes = requests.iter().filter(|r| r["method"] == "DELETE").count();
+    assert!(deletes >= 1, "sessions were ended: {requests:#?}");
+    assert!(requests.len() <= 8);
+
+    // The same verdicts as a table.
+    let (out, _) = scan(&host.ns, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    for (verdict, socket) in [
+        ("exposed", "0.0.0.0:8001"),
+        ("protected", "127.0.0.1:8002"),
+        ("not-mcp", "127.0.0.1:8003"),
+        ("not-mcp", "127.0.0.1:8004"),
+        ("unknown", "127.0.0.1:8005"),
+    ] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(verdict) && l.contains(socket)),
+            "{verdict} {socket} not in:\n{table}"
+        );
+    }
+    assert!(table.contains("fix: bind it to 127.0.0.1:8001"), "{table}");
+}
+
+#[test]
+#[ignore = "privileged: needs root for ip netns; run by `cargo xtask test`"]
+fn a_host_without_mcp_exposure_exits_0_and_a_bad_port_list_exits_2() {
+    let host = host("scan0");
+    let (out, _) = scan(&host.ns, &["--json", "--ports", "8002-8005"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["sockets"].as_array().unwrap().len(), 4);
+    let (out, _) = scan(&host.ns, &["--ports", "9000-8000"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("runs backwards"));
+}
