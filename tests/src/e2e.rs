@@ -214,9 +214,11 @@ impl Upstream {
         )
     }
 
-    /// Starts the server in the network namespace `netns`, bound to `host`:`port`.
+    /// Starts the server in the network namespace `netns` (and in `cgroup` when given), bound
+    /// to `host`:`port`.
     pub fn start_in(
         netns: &str,
+        cgroup: Option<&Path>,
         host: &str,
         port: u16,
         transport: Transport,
@@ -236,7 +238,7 @@ impl Upstream {
             transport,
             |_| port_arg.clone(),
             port,
-            Some(netns),
+            Some((netns, cgroup)),
         )
     }
 
@@ -257,7 +259,7 @@ impl Upstream {
         transport: Transport,
         place: impl Fn(&Path) -> String,
         port: u16,
-        netns: Option<&str>,
+        netns: Option<(&str, Option<&Path>)>,
     ) -> Self {
         let python = python();
         let dir = TempDir::new("upstream");
@@ -265,10 +267,13 @@ impl Upstream {
         fs::write(&record, "").expect("creating the record");
         let at = place(dir.path());
         let mut cmd = match netns {
-            // `ip netns exec` execs the server: the child guard's pid is the server's.
-            Some(ns) => {
-                let mut cmd = Command::new("ip");
-                cmd.args(["netns", "exec", ns]).arg(python);
+            // nsenter execs the server (the child guard's pid is the server's) and, unlike
+            // `ip netns exec`, keeps the host's /sys (the cgroup-v2 mount, bpffs).
+            Some((ns, cgroup)) => {
+                let mut cmd = in_cgroup(cgroup, Path::new("nsenter"));
+                cmd.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(python);
                 cmd
             }
             None => Command::new(python),

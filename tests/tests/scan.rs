@@ -5,14 +5,19 @@
 //!
 //! Privileged (`ip netns` needs root); run by `cargo xtask test`.
 use std::{
+    net::SocketAddr,
+    path::Path,
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
 use mcp_gateway_tests::{
-    e2e::{Transport, Upstream, assets, python},
+    cgroup::TestCgroup,
+    e2e::{TempDir, Transport, Upstream, assets, python},
     netns::NetnsGuard,
-    process::{ChildGuard, clean_gateway_env, gateway_bin},
+    pins::PinDir,
+    process::{ChildGuard, clean_gateway_env, gateway_bin, in_cgroup},
+    require_privileges,
 };
 use serde_json::Value;
 
@@ -22,13 +27,36 @@ const PLAIN_HTTP: u16 = 8003;
 const BANNER: u16 = 8004;
 const SILENT: u16 = 8005;
 
+/// A command run in `ns` (and in `cgroup` when given): nsenter, not `ip netns exec`, which
+/// mounts a /sys of its own and so hides the cgroup-v2 mount and the pins.
+fn enter(ns: &NetnsGuard, cgroup: Option<&Path>) -> Command {
+    let mut cmd = in_cgroup(cgroup, Path::new("nsenter"));
+    cmd.arg(format!("--net=/run/netns/{}", ns.name())).arg("--");
+    cmd
+}
+
 /// `mcp-gateway scan ARGS` inside `ns`, with a pin directory that does not exist (the host's
 /// own pins must not leak into the verdicts).
 fn scan(ns: &NetnsGuard, args: &[&str]) -> (Output, Duration) {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns.name()])
-        .arg(gateway_bin())
-        .args(["scan", "--pin-dir", "/nonexistent/mcp-gateway-scan-test"])
+    scan_in(
+        ns,
+        None,
+        Path::new("/nonexistent/mcp-gateway-scan-test"),
+        args,
+    )
+}
+
+/// `mcp-gateway scan --pin-dir PINS ARGS` inside `ns`, and in `cgroup` when given.
+fn scan_in(
+    ns: &NetnsGuard,
+    cgroup: Option<&Path>,
+    pins: &Path,
+    args: &[&str],
+) -> (Output, Duration) {
+    let mut cmd = enter(ns, cgroup);
+    cmd.arg(gateway_bin())
+        .args(["scan", "--pin-dir"])
+        .arg(pins)
         .args(args)
         .stdin(Stdio::null());
     clean_gateway_env(&mut cmd);
@@ -45,18 +73,26 @@ struct Host {
 }
 
 fn host(label: &str) -> Host {
+    require_privileges();
     let ns = NetnsGuard::new(label);
-    let exposed = Upstream::start_in(ns.name(), "0.0.0.0", EXPOSED, Transport::Streamable, false);
+    let exposed = Upstream::start_in(
+        ns.name(),
+        None,
+        "0.0.0.0",
+        EXPOSED,
+        Transport::Streamable,
+        false,
+    );
     let defended = Upstream::start_in(
         ns.name(),
+        None,
         "127.0.0.1",
         DEFENDED,
         Transport::Streamable,
         true,
     );
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns.name()])
-        .arg(python())
+    let mut cmd = enter(&ns, None);
+    cmd.arg(python())
         .arg(assets().join("scan_fakes.py"))
         .args(["--http", &PLAIN_HTTP.to_string()])
         .args(["--banner", &BANNER.to_string()])
@@ -214,4 +250,89 @@ fn a_host_without_mcp_exposure_exits_0_and_a_bad_port_list_exits_2() {
     let (out, _) = scan(&host.ns, &["--ports", "9000-8000"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("runs backwards"));
+}
+
+/// Scan, write the configuration, run the gateway with it and the kernel layer, scan again:
+/// the exposed server is protected (only the gateway reaches it; the scan itself is refused
+/// the connection), and so is the gateway in front of it.
+#[test]
+#[ignore = "privileged: needs root with CAP_BPF, cgroup v2 and ip netns; run by `cargo xtask test`"]
+fn the_config_out_file_run_with_the_kernel_layer_protects_the_exposed_server() {
+    require_privileges();
+    let cgroup = TestCgroup::new("scancfg");
+    let pins = PinDir::new("scancfg");
+    let ns = NetnsGuard::new("scancfg");
+    let _exposed = Upstream::start_in(
+        ns.name(),
+        Some(cgroup.path()),
+        "0.0.0.0",
+        EXPOSED,
+        Transport::Streamable,
+        false,
+    );
+    let dir = TempDir::new("scan-config");
+    let file = dir.path().join("gateway.toml");
+    let file_arg = file.to_str().unwrap();
+    let (out, _) = scan_in(
+        &ns,
+        Some(cgroup.path()),
+        pins.path(),
+        &["--json", "--config-out", file_arg],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&file).expect("--config-out wrote the file");
+    let config: toml::Value = toml::from_str(&text).expect("TOML");
+    let servers = config["server"].as_array().unwrap();
+    assert_eq!(servers.len(), 1, "{text}");
+    assert_eq!(
+        servers[0]["upstream"].as_str(),
+        Some("http://127.0.0.1:8001/mcp")
+    );
+    assert_eq!(servers[0]["exclusive_upstream"].as_bool(), Some(true));
+    assert_eq!(servers[0]["name"].as_str(), Some("e2e-upstream-8001"));
+    assert!(text.contains("server.py"), "names the process:\n{text}");
+    let listen: SocketAddr = servers[0]["listen"].as_str().unwrap().parse().unwrap();
+    assert!(listen.ip().is_loopback());
+
+    let mut cmd = enter(&ns, Some(cgroup.path()));
+    cmd.arg(gateway_bin())
+        .args(["run", "--config", file_arg, "--cgroup"])
+        .arg(cgroup.path())
+        .arg("--pin-dir")
+        .arg(pins.path())
+        .args(["--metrics-listen", "off", "--log-format", "json"]);
+    clean_gateway_env(&mut cmd).env("RUST_LOG", "info");
+    let mut gateway = ChildGuard::spawn_logged(&mut cmd);
+    gateway.wait_for_log("mcp-gateway listening", Duration::from_secs(30));
+
+    let (out, _) = scan_in(&ns, Some(cgroup.path()), pins.path(), &["--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "nothing exposed any more:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let upstream = socket(&report, EXPOSED);
+    assert_eq!(upstream["verdict"], "protected", "{upstream:#}");
+    assert_eq!(codes(upstream), ["gateway-exclusive"]);
+    assert_eq!(upstream["gateway"]["exclusive"], true);
+    assert_eq!(
+        upstream["probe"], "connect-failed",
+        "the scan's own connection is refused by the kernel: {upstream:#}"
+    );
+    let front = socket(&report, listen.port());
+    assert_eq!(front["verdict"], "protected", "{front:#}");
+    assert_eq!(
+        front["mcp"]["name"], "e2e-upstream",
+        "reached through the gateway"
+    );
+    assert_eq!(front["rebinding"]["foreign_host"]["result"], "refused");
+    assert_eq!(front["rebinding"]["foreign_origin"]["result"], "refused");
 }

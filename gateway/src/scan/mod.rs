@@ -1,6 +1,7 @@
 //! `mcp-gateway scan`: every listening TCP socket of this host (sock_diag), probed over loopback
 //! for MCP, tested for DNS rebinding, and judged with the kernel layer's pins. What is sent is in
 //! docs/scan.md.
+pub mod config_out;
 pub mod http;
 pub mod identify;
 pub mod owner;
@@ -45,6 +46,10 @@ pub struct ScanArgs {
     /// (otherwise they are judged from their bind address alone).
     #[arg(long)]
     pub probe_bound_addresses: bool,
+    /// Write a gateway configuration protecting the exposed MCP servers to FILE (one
+    /// `[[server]]` each on a free loopback port, exclusive_upstream, kernel layer required).
+    #[arg(long, value_name = "FILE")]
+    pub config_out: Option<PathBuf>,
     /// bpffs directory of the kernel layer's pins, to tell which ports it protects.
     #[arg(long, env = "MCP_GATEWAY_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
@@ -52,7 +57,12 @@ pub struct ScanArgs {
 
 /// Runs `scan`: exit 0 when no MCP server is exposed, 1 when one is, 2 when the scan failed.
 pub fn run(args: &ScanArgs) -> anyhow::Result<ExitCode> {
-    match scan(args) {
+    match scan(args).and_then(|report| {
+        if let Some(path) = &args.config_out {
+            write_config(&report, path)?;
+        }
+        Ok(report)
+    }) {
         Ok(report) => {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -72,6 +82,38 @@ pub fn run(args: &ScanArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// `--config-out`: the configuration for the exposed servers, each on a free loopback port.
+fn write_config(report: &Report, path: &Path) -> anyhow::Result<()> {
+    let rows = config_out::candidates(report);
+    if rows.is_empty() {
+        eprintln!(
+            "mcp-gateway: no exposed MCP server to put behind a gateway: {} not written",
+            path.display()
+        );
+        return Ok(());
+    }
+    // Held until every port is chosen, so no two servers get the same one.
+    let mut held = Vec::new();
+    let mut entries = Vec::new();
+    for row in rows {
+        let free = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| Ok((l.local_addr()?, l)))
+            .context("choosing a free loopback port for --config-out")?;
+        entries.extend(config_out::entry(row, free.0));
+        held.push(free.1);
+    }
+    drop(held);
+    std::fs::write(path, config_out::render(&entries))
+        .with_context(|| format!("writing the --config-out file {}", path.display()))?;
+    eprintln!(
+        "mcp-gateway: wrote {} server(s) to {}; check it, then run: sudo mcp-gateway run --config {}",
+        entries.len(),
+        path.display(),
+        path.display()
+    );
+    Ok(())
 }
 
 /// The ports of a `--ports` list.
