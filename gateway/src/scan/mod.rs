@@ -7,6 +7,7 @@ pub mod identify;
 pub mod owner;
 pub mod report;
 pub mod verdict;
+pub mod watch;
 
 use std::{
     collections::HashMap,
@@ -198,6 +199,11 @@ fn kernel_view(pin_dir: &Path) -> Result<HashMap<u16, (Kernel, Option<GatewayOf>
 }
 
 fn scan(args: &ScanArgs) -> anyhow::Result<Report> {
+    scan_with(args, None)
+}
+
+/// The scan, leaving out the listeners of process `skip_pid` when given.
+pub fn scan_with(args: &ScanArgs, skip_pid: Option<u32>) -> anyhow::Result<Report> {
     let started = Instant::now();
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -212,6 +218,9 @@ fn scan(args: &ScanArgs) -> anyhow::Result<Report> {
     }
     listeners.sort_by_key(|l| (l.addr.port(), l.addr.ip()));
     let owners = owner::socket_owners();
+    if let Some(pid) = skip_pid {
+        listeners.retain(|l| owners.get(&l.inode) != Some(&pid));
+    }
     let kernel = kernel_view(&args.pin_dir);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
