@@ -336,3 +336,113 @@ fn the_config_out_file_run_with_the_kernel_layer_protects_the_exposed_server() {
     assert_eq!(front["rebinding"]["foreign_host"]["result"], "refused");
     assert_eq!(front["rebinding"]["foreign_origin"]["result"], "refused");
 }
+
+/// `run --scan-interval`: the background scan exports the verdicts, logs the exposed server
+/// once however many scans see it, and leaves the gateway's own listeners alone.
+#[test]
+#[ignore = "privileged: needs root for ip netns; run by `cargo xtask test`"]
+fn a_gateway_scanning_in_the_background_exports_the_verdicts_and_logs_each_exposure_once() {
+    require_privileges();
+    let ns = NetnsGuard::new("scanrun");
+    let _exposed = Upstream::start_in(
+        ns.name(),
+        None,
+        "0.0.0.0",
+        EXPOSED,
+        Transport::Streamable,
+        false,
+    );
+    let dir = TempDir::new("scan-run");
+    let log = dir.path().join("gateway.log");
+    let mut cmd = enter(&ns, None);
+    cmd.arg(gateway_bin())
+        .args([
+            "run",
+            "--ebpf",
+            "off",
+            "--upstream",
+            "http://127.0.0.1:8002/mcp",
+        ])
+        .args([
+            "--listen",
+            "127.0.0.1:8787",
+            "--metrics-listen",
+            "127.0.0.1:9464",
+        ])
+        .args(["--scan-interval", "1s", "--log-format", "json"])
+        .stderr(std::fs::File::create(&log).unwrap());
+    clean_gateway_env(&mut cmd).env("RUST_LOG", "info");
+    let _gateway = ChildGuard::spawn(&mut cmd);
+    let metrics = || {
+        let out = enter(&ns, None)
+            .args([
+                "curl",
+                "-s",
+                "--max-time",
+                "2",
+                "http://127.0.0.1:9464/metrics",
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let sample = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = metrics();
+        if sample(&text, "mcp_gateway_scan_last_success_timestamp_seconds").is_some_and(|t| t > 0.0)
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no successful scan in 30 s:\n{text}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        sample(&text, r#"mcp_gateway_scan_servers{verdict="exposed"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    // The gateway's own listeners (8787, 9464) are left out: nothing else listens here.
+    for verdict in ["protected", "not-mcp", "unknown"] {
+        let name = format!(r#"mcp_gateway_scan_servers{{verdict="{verdict}"}}"#);
+        assert_eq!(sample(&text, &name), Some(0.0), "{name}\n{text}");
+    }
+    assert_eq!(sample(&text, "mcp_gateway_scan_failures_total"), Some(0.0));
+    assert!(
+        !text.contains("rebind.mcp-gateway.invalid"),
+        "it probed itself:\n{text}"
+    );
+
+    // More scans see the same server: still one log line.
+    let first = sample(&text, "mcp_gateway_scan_last_success_timestamp_seconds").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sample(
+        &metrics(),
+        "mcp_gateway_scan_last_success_timestamp_seconds",
+    )
+    .unwrap()
+        < first + 2.0
+    {
+        assert!(Instant::now() < deadline, "the scans stopped");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("an exposed MCP server appeared"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains("\"port\":8001") && lines[0].contains("server.py"),
+        "{}",
+        lines[0]
+    );
+}
