@@ -561,6 +561,96 @@ content-type: application/json
         assert_eq!(dechunk(b"fffffffffffffffffffff\r\nabc"), b"");
     }
 
+    /// A peer on loopback that behaves as `serve` says, and what `exchange` made of it, with
+    /// how long it took.
+    fn against<F, Fut>(serve: F) -> (Answer, Duration)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let to = listener.local_addr().unwrap();
+            let peer = tokio::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                serve(stream).await;
+            });
+            let start = std::time::Instant::now();
+            let answer = exchange(to, b"GET / HTTP/1.1\r\n\r\n", Duration::from_millis(1000)).await;
+            let took = start.elapsed();
+            peer.abort();
+            (answer, took)
+        })
+    }
+
+    #[test]
+    fn hostile_peers_end_within_the_timeout() {
+        // The timeout is 1 s: the slow cases end at it, the quick ones well before.
+        let limit = Duration::from_millis(2500);
+        // Never answers.
+        let (answer, took) = against(|s| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(s);
+        });
+        assert_eq!(answer, Answer::NoAnswer);
+        assert!(took < limit, "{took:?}");
+        // Closes at once.
+        let (answer, _) = against(|s| async move { drop(s) });
+        assert_eq!(answer, Answer::ClosedEmpty);
+        // Garbage, then silence: judged at once, not at the timeout.
+        let (answer, took) = against(|mut s| async move {
+            let _ = s.write_all(b"\x00\xffgarbage").await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        assert_eq!(answer, Answer::NotHttp);
+        assert!(took < Duration::from_millis(800), "{took:?}");
+        // An HTTP head byte by byte, slower than the timeout allows.
+        let (answer, took) = against(|mut s| async move {
+            for b in b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" {
+                let _ = s.write_all(&[*b]).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        assert_eq!(
+            answer,
+            Answer::Http(HttpAnswer::default()),
+            "cut off: nothing to judge"
+        );
+        assert!(took < limit, "{took:?}");
+        // An endless event stream: read until its first event, long before the timeout.
+        let (answer, took) = against(|mut s| async move {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\nevent: endpoint\r\ndata: /messages/\r\n\r\n")
+                .await;
+            loop {
+                if s.write_all(b": keep-alive\r\n\r\n").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let Answer::Http(http) = answer else {
+            panic!("{answer:?}");
+        };
+        assert_eq!(mcp_answer(&http), Mcp::SseEndpoint);
+        assert!(took < Duration::from_millis(800), "{took:?}");
+        // An endless stream of junk after a valid head: capped by the timeout and 64 KiB.
+        let (answer, took) = against(|mut s| async move {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+            let junk = [b'x'; 4096];
+            while s.write_all(&junk).await.is_ok() {}
+        });
+        let Answer::Http(http) = answer else {
+            panic!("{answer:?}");
+        };
+        assert!(http.body.len() <= MAX_ANSWER);
+        assert!(took < limit, "{took:?}");
+    }
+
     #[test]
     fn requests_are_exactly_what_the_docs_say() {
         let req = Request {

@@ -41,7 +41,7 @@ pub struct ScanArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
     /// Time for each request, connect to last byte (like `2s`, `500ms`).
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = positive_duration)]
     pub timeout: Duration,
     /// Also probe sockets bound to one specific non-loopback address, on that address
     /// (otherwise they are judged from their bind address alone).
@@ -115,6 +115,15 @@ fn write_config(report: &Report, path: &Path) -> anyhow::Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// `--timeout`: a duration like `2s`, not zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("a zero timeout would judge every socket silent; give one like 2s".into()),
+        Err(e) => Err(format!("{e}; give a duration like 2s or 500ms")),
+    }
 }
 
 /// The ports of a `--ports` list.
@@ -244,7 +253,7 @@ pub fn scan_with(args: &ScanArgs, skip_pid: Option<u32>) -> anyhow::Result<Repor
             });
         }
         let mut out: Vec<_> = (0..listeners.len())
-            .map(|_| (Err(String::new()), Vec::new()))
+            .map(|_| (Err("its probe task failed".to_owned()), Vec::new()))
             .collect();
         while let Some(done) = tasks.join_next().await {
             if let Ok((i, result)) = done {
@@ -294,6 +303,15 @@ pub fn scan_with(args: &ScanArgs, skip_pid: Option<u32>) -> anyhow::Result<Repor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_are_positive_durations() {
+        assert_eq!(positive_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(positive_duration("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["0s", "0", "", "2", "soon"] {
+            assert!(positive_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn port_lists() {
