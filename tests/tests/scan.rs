@@ -1,7 +1,8 @@
 //! `mcp-gateway scan` on a host of its own: a network namespace the test made (sock_diag lists
 //! one namespace, so the scan sees exactly the test's listeners), holding at once the official
 //! Python SDK server on 0.0.0.0 with its protection off, the same SDK with its protection on on
-//! loopback, a plain HTTP server, a TCP server that is not HTTP and one that never answers.
+//! loopback, a plain HTTP server, a TCP server that is not HTTP, one that never answers, and the
+//! official TypeScript SDK server on loopback with its protection off, and on.
 //!
 //! Privileged (`ip netns` needs root); run by `cargo xtask test`.
 use std::{
@@ -13,7 +14,7 @@ use std::{
 
 use mcp_gateway_tests::{
     cgroup::TestCgroup,
-    e2e::{TempDir, Transport, Upstream, assets, python},
+    e2e::{TempDir, Transport, Upstream, assets, node_project, python},
     netns::NetnsGuard,
     pins::PinDir,
     process::{ChildGuard, clean_gateway_env, gateway_bin, in_cgroup},
@@ -26,6 +27,8 @@ const DEFENDED: u16 = 8002;
 const PLAIN_HTTP: u16 = 8003;
 const BANNER: u16 = 8004;
 const SILENT: u16 = 8005;
+const TYPESCRIPT: u16 = 8006;
+const TYPESCRIPT_DEFENDED: u16 = 8007;
 
 /// A command run in `ns` (and in `cgroup` when given): nsenter, not `ip netns exec`, which
 /// mounts a /sys of its own and so hides the cgroup-v2 mount and the pins.
@@ -70,6 +73,7 @@ struct Host {
     exposed: Upstream,
     _defended: Upstream,
     _fakes: ChildGuard,
+    _typescript: [ChildGuard; 2],
 }
 
 fn host(label: &str) -> Host {
@@ -99,11 +103,22 @@ fn host(label: &str) -> Host {
         .args(["--silent", &SILENT.to_string()]);
     let mut fakes = ChildGuard::spawn_logged(&mut cmd);
     assert_eq!(fakes.read_line(), "listening");
+    let typescript =
+        [(TYPESCRIPT, "off"), (TYPESCRIPT_DEFENDED, "on")].map(|(port, protection)| {
+            let mut cmd = enter(&ns, None);
+            cmd.arg("node")
+                .arg(node_project().join("server.mjs"))
+                .args(["--port", &port.to_string(), "--protection", protection]);
+            let mut server = ChildGuard::spawn_logged(&mut cmd);
+            assert_eq!(server.read_line(), format!("listening {port}"));
+            server
+        });
     Host {
         ns,
         exposed,
         _defended: defended,
         _fakes: fakes,
+        _typescript: typescript,
     }
 }
 
@@ -149,7 +164,7 @@ fn every_kind_of_listener_is_classified_in_bounded_time_in_both_forms() {
         .collect();
     assert_eq!(
         ports,
-        [8001, 8002, 8003, 8004, 8005],
+        [8001, 8002, 8003, 8004, 8005, 8006, 8007],
         "exactly the test's listeners"
     );
 
@@ -180,6 +195,30 @@ fn every_kind_of_listener_is_classified_in_bounded_time_in_both_forms() {
     assert_eq!(defended["bind_scope"], "loopback");
     assert_eq!(defended["rebinding"]["foreign_host"]["result"], "refused");
     assert_eq!(defended["rebinding"]["foreign_origin"]["result"], "refused");
+
+    let typescript = socket(&report, TYPESCRIPT);
+    assert_eq!(typescript["verdict"], "exposed", "{typescript:#}");
+    assert_eq!(typescript["bind_scope"], "loopback");
+    assert_eq!(typescript["mcp"]["name"], "e2e-ts-upstream");
+    assert_eq!(
+        codes(typescript),
+        [
+            "foreign-host-accepted",
+            "foreign-origin-accepted",
+            "no-kernel-protection"
+        ]
+    );
+
+    let ts_defended = socket(&report, TYPESCRIPT_DEFENDED);
+    assert_eq!(ts_defended["verdict"], "protected", "{ts_defended:#}");
+    assert_eq!(
+        ts_defended["rebinding"]["foreign_host"]["result"],
+        "refused"
+    );
+    assert_eq!(
+        ts_defended["rebinding"]["foreign_origin"]["result"],
+        "refused"
+    );
 
     let plain = socket(&report, PLAIN_HTTP);
     assert_eq!(
@@ -223,6 +262,8 @@ fn every_kind_of_listener_is_classified_in_bounded_time_in_both_forms() {
         ("not-mcp", "127.0.0.1:8003"),
         ("not-mcp", "127.0.0.1:8004"),
         ("unknown", "127.0.0.1:8005"),
+        ("exposed", "127.0.0.1:8006"),
+        ("protected", "127.0.0.1:8007"),
     ] {
         assert!(
             table
