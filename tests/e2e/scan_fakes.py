@@ -3,7 +3,8 @@
 --http PORT: a plain HTTP server (http.server): HTML on GET, 501 on POST/DELETE.
 --banner PORT: a TCP server that is not HTTP: it greets like ssh and reads nothing.
 --silent PORT: accepts connections and never sends a byte.
-All on 127.0.0.1. Prints `listening` on stdout once all accept connections.
+--bound ADDR:PORT: another plain HTTP server, on that (non-loopback) address.
+All but --bound on 127.0.0.1. Prints `listening` on stdout once all accept connections.
 """
 
 import argparse
@@ -45,8 +46,8 @@ def silent(port: int) -> None:
     threading.Thread(target=loop, daemon=True).start()
 
 
-def plain_http(port: int) -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
+def plain_http(port: int, host: str = "127.0.0.1") -> None:
+    server = http.server.ThreadingHTTPServer((host, port), http.server.SimpleHTTPRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
@@ -55,7 +56,11 @@ def main() -> None:
     parser.add_argument("--http", type=int, required=True)
     parser.add_argument("--banner", type=int, required=True)
     parser.add_argument("--silent", type=int, required=True)
+    parser.add_argument("--bound")
     args = parser.parse_args()
+    if args.bound:
+        host, port = args.bound.rsplit(":", 1)
+        plain_http(int(port), host)
     plain_http(args.http)
     banner(args.banner)
     silent(args.silent)

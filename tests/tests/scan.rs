@@ -29,6 +29,9 @@ const BANNER: u16 = 8004;
 const SILENT: u16 = 8005;
 const TYPESCRIPT: u16 = 8006;
 const TYPESCRIPT_DEFENDED: u16 = 8007;
+/// A plain HTTP server on one non-loopback address of the namespace (from 198.18.0.0/15).
+const BOUND: u16 = 8008;
+const BOUND_ADDR: &str = "198.18.0.1";
 
 /// A command run in `ns` (and in `cgroup` when given): nsenter, not `ip netns exec`, which
 /// mounts a /sys of its own and so hides the cgroup-v2 mount and the pins.
@@ -79,6 +82,7 @@ struct Host {
 fn host(label: &str) -> Host {
     require_privileges();
     let ns = NetnsGuard::new(label);
+    ns.ip(&["addr", "add", &format!("{BOUND_ADDR}/32"), "dev", "lo"]);
     let exposed = Upstream::start_in(
         ns.name(),
         None,
@@ -100,7 +104,8 @@ fn host(label: &str) -> Host {
         .arg(assets().join("scan_fakes.py"))
         .args(["--http", &PLAIN_HTTP.to_string()])
         .args(["--banner", &BANNER.to_string()])
-        .args(["--silent", &SILENT.to_string()]);
+        .args(["--silent", &SILENT.to_string()])
+        .args(["--bound", &format!("{BOUND_ADDR}:{BOUND}")]);
     let mut fakes = ChildGuard::spawn_logged(&mut cmd);
     assert_eq!(fakes.read_line(), "listening");
     let typescript =
@@ -164,7 +169,7 @@ fn every_kind_of_listener_is_classified_in_bounded_time_in_both_forms() {
         .collect();
     assert_eq!(
         ports,
-        [8001, 8002, 8003, 8004, 8005, 8006, 8007],
+        [8001, 8002, 8003, 8004, 8005, 8006, 8007, 8008],
         "exactly the test's listeners"
     );
 
@@ -241,6 +246,15 @@ fn every_kind_of_listener_is_classified_in_bounded_time_in_both_forms() {
         (&"unknown".into(), &"no-answer".into())
     );
     assert_eq!(silent["requests"].as_array().unwrap().len(), 1);
+    // Bound to one non-loopback address: judged from it, not probed.
+    let bound = socket(&report, BOUND);
+    assert_eq!(bound["bind_scope"], "address");
+    assert_eq!(
+        (&bound["verdict"], &bound["probe"]),
+        (&"unknown".into(), &"not-probed".into())
+    );
+    assert_eq!(codes(bound), ["not-probed"]);
+    assert!(bound["requests"].as_array().unwrap().is_empty());
     for s in report["sockets"].as_array().unwrap() {
         assert!(s["requests"].as_array().unwrap().len() <= 8, "{s:#}");
     }
@@ -264,6 +278,7 @@ fn every_kind_of_listener_is_classified_in_bounded_time_in_both_forms() {
         ("unknown", "127.0.0.1:8005"),
         ("exposed", "127.0.0.1:8006"),
         ("protected", "127.0.0.1:8007"),
+        ("unknown", "198.18.0.1:8008"),
     ] {
         assert!(
             table
@@ -273,6 +288,20 @@ fn every_kind_of_listener_is_classified_in_bounded_time_in_both_forms() {
         );
     }
     assert!(table.contains("fix: bind it to 127.0.0.1:8001"), "{table}");
+
+    // --probe-bound-addresses probes it there.
+    let (out, _) = scan(
+        &host.ns,
+        &["--json", "--probe-bound-addresses", "--ports", "8008"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bound = socket(&report, BOUND);
+    assert_eq!(
+        (&bound["verdict"], &bound["probe"]),
+        (&"not-mcp".into(), &"not-mcp".into()),
+        "{bound:#}"
+    );
 }
 
 #[test]
