@@ -175,8 +175,16 @@ pub fn probe_target(ip: IpAddr, port: u16, probe_bound: bool) -> Result<SocketAd
 
 /// The kernel layer's view of every protected port, or why it could not be read.
 fn kernel_view(pin_dir: &Path) -> Result<HashMap<u16, (Kernel, Option<GatewayOf>)>, String> {
-    if !pin_dir.exists() {
-        return Ok(HashMap::new());
+    match std::fs::metadata(pin_dir) {
+        // Nothing pinned: no port is protected (not "unknown").
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => {
+            return Err(format!(
+                "reading the pins in {}: {e} (run as root, or with CAP_BPF)",
+                pin_dir.display()
+            ));
+        }
+        Ok(_) => {}
     }
     let report = status::collect(pin_dir).map_err(|e| {
         format!(
