@@ -4,7 +4,8 @@
 //! loopback, a plain HTTP server, a TCP server that is not HTTP, one that never answers, and the
 //! official TypeScript SDK server on loopback with its protection off, and on.
 //!
-//! Privileged (`ip netns` needs root); run by `cargo xtask test`.
+//! Those are privileged (`ip netns` needs root; run by `cargo xtask test`); one test runs
+//! without privileges in the host's namespace, on loopback listeners of its own only.
 use std::{
     net::SocketAddr,
     path::Path,
@@ -14,10 +15,10 @@ use std::{
 
 use mcp_gateway_tests::{
     cgroup::TestCgroup,
-    e2e::{TempDir, Transport, Upstream, assets, node_project, python},
+    e2e::{TempDir, Transport, Upstream, assets, free_port, node_project, python},
     netns::NetnsGuard,
     pins::PinDir,
-    process::{ChildGuard, clean_gateway_env, gateway_bin, in_cgroup},
+    process::{ChildGuard, clean_gateway_env, gateway_bin, gateway_command, in_cgroup},
     require_privileges,
 };
 use serde_json::Value;
@@ -515,4 +516,57 @@ fn a_gateway_scanning_in_the_background_exports_the_verdicts_and_logs_each_expos
         "{}",
         lines[0]
     );
+}
+
+/// Without privileges, in the host's namespace, limited with --ports to listeners of this test
+/// on loopback: the SDK with its protection on, an ssh-like banner, and a socket that is never
+/// accepted (the kernel completes the handshake; nothing ever answers).
+#[test]
+fn the_tests_own_loopback_listeners_are_classified_without_needing_root() {
+    let defended = Upstream::start(free_port(), Transport::Streamable, true);
+    let banner = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let banner_port = banner.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in banner.incoming().flatten() {
+            let mut conn = conn;
+            let _ = std::io::Write::write_all(&mut conn, b"SSH-2.0-OpenSSH_9.2p1 fake\r\n");
+        }
+    });
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let ports = format!("{},{banner_port},{silent_port}", defended.port);
+    let start = Instant::now();
+    let out = gateway_command()
+        .args(["scan", "--json", "--timeout", "1s", "--ports", &ports])
+        .args(["--pin-dir", "/nonexistent/mcp-gateway-scan-test"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["sockets"].as_array().unwrap().len(), 3, "{report:#}");
+    let verdict = |port: u16| {
+        socket(&report, port)["verdict"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(verdict(defended.port), "protected");
+    assert_eq!(verdict(banner_port), "not-mcp");
+    assert_eq!(verdict(silent_port), "unknown");
+    assert_eq!(
+        socket(&report, defended.port)["owner"]["cmdline"]
+            .as_str()
+            .map(|c| c.contains("server.py")),
+        Some(true),
+        "its own user's processes are visible"
+    );
+    drop(silent);
 }
