@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod run;
+pub mod scan;
 pub mod security_log;
 pub mod source;
 #[allow(unsafe_code, reason = "system calls")]

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Lockdown(args) => lockdown::lockdown(args),
         Command::Unlock(args) => lockdown::unlock(args),
         Command::Stats(args) => stats::run(args),
+        Command::Scan(args) => mcp_gateway::scan::run(args),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),
     };

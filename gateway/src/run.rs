@@ -142,6 +142,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         metrics: metrics_settings,
         kernel: kernel_settings,
         audit_log,
+        scan_interval,
     } = settings;
     let audit = audit_log
         .map(|target| {
@@ -185,6 +186,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     metrics.expect_kernel(kernel_settings.mode != EbpfMode::Off);
     if let Some(audit) = &audit {
         metrics.watch_audit(audit.clone());
+    }
+    if let Some(every) = scan_interval {
+        let stats = Arc::new(crate::scan::watch::ScanStats::default());
+        metrics.watch_scan(stats.clone());
+        crate::scan::watch::spawn(every, kernel_settings.pin_dir.clone(), stats)
+            .context("starting the background scan thread")?;
     }
 
     let shutdown = CancellationToken::new();

@@ -33,6 +33,7 @@ def main() -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", type=int)
     where.add_argument("--uds")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind with --port")
     parser.add_argument("--record", required=True)
     parser.add_argument("--protection", choices=["on", "off"], default="off")
     parser.add_argument("--transport", choices=["streamable", "sse"], default="streamable")
@@ -112,7 +113,7 @@ def main() -> None:
         config = uvicorn.Config(recording_app, uds=args.uds, log_level="warning", lifespan="on")
     else:
         config = uvicorn.Config(
-            recording_app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on"
+            recording_app, host=args.host, port=args.port, log_level="warning", lifespan="on"
         )
     uv = uvicorn.Server(config)
 

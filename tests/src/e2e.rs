@@ -210,6 +210,35 @@ impl Upstream {
             transport,
             |_| port_arg.clone(),
             port,
+            None,
+        )
+    }
+
+    /// Starts the server in the network namespace `netns` (and in `cgroup` when given), bound
+    /// to `host`:`port`.
+    pub fn start_in(
+        netns: &str,
+        cgroup: Option<&Path>,
+        host: &str,
+        port: u16,
+        transport: Transport,
+        protection: bool,
+    ) -> Self {
+        let protection = if protection { "on" } else { "off" };
+        let port_arg = port.to_string();
+        Self::spawn(
+            &[
+                "--host",
+                host,
+                "--port",
+                &port_arg,
+                "--protection",
+                protection,
+            ],
+            transport,
+            |_| port_arg.clone(),
+            port,
+            Some((netns, cgroup)),
         )
     }
 
@@ -221,6 +250,7 @@ impl Upstream {
             transport,
             |dir| dir.join("mcp.sock").display().to_string(),
             0,
+            None,
         )
     }
 
@@ -229,13 +259,25 @@ impl Upstream {
         transport: Transport,
         place: impl Fn(&Path) -> String,
         port: u16,
+        netns: Option<(&str, Option<&Path>)>,
     ) -> Self {
         let python = python();
         let dir = TempDir::new("upstream");
         let record = dir.path().join("record.jsonl");
         fs::write(&record, "").expect("creating the record");
         let at = place(dir.path());
-        let mut cmd = Command::new(python);
+        let mut cmd = match netns {
+            // nsenter execs the server (the child guard's pid is the server's) and, unlike
+            // `ip netns exec`, keeps the host's /sys (the cgroup-v2 mount, bpffs).
+            Some((ns, cgroup)) => {
+                let mut cmd = in_cgroup(cgroup, Path::new("nsenter"));
+                cmd.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(python);
+                cmd
+            }
+            None => Command::new(python),
+        };
         cmd.arg(assets().join("server.py"))
             .args(args)
             .args(["--transport", transport.arg()])

@@ -93,6 +93,13 @@ pub enum Command {
   sudo mcp-gateway stats --json
   sudo mcp-gateway stats --watch 5")]
     Stats(stats::StatsArgs),
+    /// Find every MCP server on this host and test it for DNS rebinding (exit 1: one is exposed).
+    #[command(after_help = "Examples:
+  sudo mcp-gateway scan
+  mcp-gateway scan --json --ports 8000,8080-8090
+
+Exit status: 0 no MCP server exposed, 1 one is exposed, 2 the scan itself failed.")]
+    Scan(Box<crate::scan::ScanArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = "Examples:
   mcp-gateway completions bash > /etc/bash_completion.d/mcp-gateway

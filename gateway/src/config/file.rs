@@ -51,6 +51,7 @@ macro_rules! server_keys {
             pub workers: Option<usize>,
             pub metrics_listen: Option<super::metrics::Listen>,
             pub metrics_label_budget: Option<usize>,
+            pub scan_interval: Option<String>,
             pub audit_log: Option<String>,
             pub ebpf: Option<EbpfMode>,
             pub cgroup: Option<PathBuf>,

@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// as origin="other" [default: 200].
     #[arg(long, env = "MCP_GATEWAY_METRICS_LABEL_BUDGET")]
     pub metrics_label_budget: Option<usize>,
+    /// Scan this host for MCP servers every DURATION (like `5m`; see docs/scan.md) and export
+    /// mcp_gateway_scan_servers{verdict} [default: off].
+    #[arg(long, env = "MCP_GATEWAY_SCAN_INTERVAL", value_name = "DURATION")]
+    pub scan_interval: Option<String>,
     /// TOML configuration file (keys as in `mcp-gateway.example.toml`; `[[server]]` tables
     /// describe several servers).
     #[arg(long, env = "MCP_GATEWAY_CONFIG")]
@@ -152,6 +156,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub kernel: KernelSettings,
     pub audit_log: Option<AuditTarget>,
+    /// `None`: no background scan.
+    pub scan_interval: Option<Duration>,
 }
 
 /// One MCP server behind the gateway, with its own policy.
@@ -275,7 +281,13 @@ impl RunArgs {
             .or(file.audit_log.clone())
             .map(|t| audit_target(&t))
             .transpose()?;
+        let scan_interval = scan_interval(
+            self.scan_interval
+                .as_deref()
+                .or(file.scan_interval.as_deref()),
+        )?;
         Ok(Settings {
+            scan_interval,
             instance,
             servers,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
@@ -528,6 +540,32 @@ fn server(
     })
 }
 
+/// The shortest `scan_interval`: a scan sends up to 8 requests to every listener.
+pub const MIN_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `scan_interval`: a duration like `5m`, at least [`MIN_SCAN_INTERVAL`]; `off` or none: no scan.
+fn scan_interval(text: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    let Some(text) = text.map(str::trim).filter(|t| *t != "off") else {
+        return Ok(None);
+    };
+    let invalid = |why: String| ConfigError::Invalid {
+        key: "scan_interval",
+        why,
+    };
+    let every = humantime::parse_duration(text).map_err(|e| {
+        invalid(format!(
+            "`{text}`: {e}; give a duration like 5m or 30s, or off"
+        ))
+    })?;
+    if every < MIN_SCAN_INTERVAL {
+        return Err(invalid(format!(
+            "`{text}` is shorter than {}s; scan less often",
+            MIN_SCAN_INTERVAL.as_secs()
+        )));
+    }
+    Ok(Some(every))
+}
+
 /// Server names are log fields and metric labels: short, and letters, digits, `.`, `_`, `-`.
 fn check_server_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
@@ -668,4 +706,35 @@ fn secs(key: &'static str, value: Option<f64>, default: Duration) -> Result<Dura
             key,
             why: format!("{value} is not a positive number of seconds"),
         })
+}
+
+#[cfg(test)]
+mod scan_interval_tests {
+    use super::*;
+
+    #[test]
+    fn scan_intervals() {
+        assert_eq!(scan_interval(None).unwrap(), None);
+        assert_eq!(scan_interval(Some("off")).unwrap(), None);
+        assert_eq!(
+            scan_interval(Some("5m")).unwrap(),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            scan_interval(Some(" 1s ")).unwrap(),
+            Some(Duration::from_secs(1))
+        );
+        for bad in [
+            "",
+            "0s",
+            "500ms",
+            "5",
+            "five minutes",
+            "-1m",
+            "99999999999999999999y",
+        ] {
+            let err = scan_interval(Some(bad)).unwrap_err().to_string();
+            assert!(err.starts_with("scan_interval: "), "{bad}: {err}");
+        }
+    }
 }

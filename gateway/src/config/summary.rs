@@ -144,5 +144,10 @@ pub fn render(settings: &Settings) -> String {
         Some(AuditTarget::File(path)) => path.display().to_string(),
     };
     let _ = writeln!(out, "audit log: {audit}");
+    let scan = settings.scan_interval.map_or_else(
+        || "off".to_owned(),
+        |every| format!("every {}", humantime::format_duration(every)),
+    );
+    let _ = writeln!(out, "host scan: {scan}");
     out
 }

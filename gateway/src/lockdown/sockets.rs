@@ -52,7 +52,7 @@ struct Request {
     id: SockId,
 }
 
-/// The head of `struct inet_diag_msg`.
+/// `struct inet_diag_msg` (the kernel always sends all of it, attributes follow).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 struct DiagMsg {
@@ -61,6 +61,11 @@ struct DiagMsg {
     timer: u8,
     retrans: u8,
     id: SockId,
+    expires: u32,
+    rqueue: u32,
+    wqueue: u32,
+    uid: u32,
+    inode: u32,
 }
 
 /// One socket of the dump.
@@ -210,13 +215,61 @@ fn nl_error(payload: &[u8]) -> i32 {
 
 /// Every TCP socket of this namespace but the listening ones, IPv4 and IPv6.
 pub fn tcp_sockets() -> io::Result<Vec<Socket>> {
+    Ok(dump(NOT_LISTENING)?
+        .into_iter()
+        .map(|msg| Socket {
+            family: msg.family,
+            state: msg.state,
+            id: msg.id,
+        })
+        .collect())
+}
+
+/// One listening TCP socket of this network namespace, as `sock_diag` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: std::net::SocketAddr,
+    /// The owner's uid.
+    pub uid: u32,
+    /// The socket's inode: `/proc/PID/fd/N` links to `socket:[inode]`.
+    pub inode: u32,
+}
+
+/// Every listening TCP socket of this namespace, IPv4 and IPv6 (no privilege needed).
+pub fn tcp_listeners() -> io::Result<Vec<Listener>> {
+    Ok(dump(1 << TCP_LISTEN)?
+        .into_iter()
+        .filter_map(|msg| {
+            let port = u16::from_be_bytes(msg.id.sport);
+            let ip: std::net::IpAddr = match i32::from(msg.family) {
+                libc::AF_INET => std::net::Ipv4Addr::new(
+                    msg.id.src[0],
+                    msg.id.src[1],
+                    msg.id.src[2],
+                    msg.id.src[3],
+                )
+                .into(),
+                libc::AF_INET6 => std::net::Ipv6Addr::from(msg.id.src).into(),
+                _ => return None,
+            };
+            Some(Listener {
+                addr: (ip, port).into(),
+                uid: msg.uid,
+                inode: msg.inode,
+            })
+        })
+        .collect())
+}
+
+/// The TCP sockets in `states` (bit n = state n), IPv4 and IPv6.
+fn dump(states: u32) -> io::Result<Vec<DiagMsg>> {
     let nl = Netlink::open()?;
     let mut out = Vec::new();
     for (seq, family) in [(1, libc::AF_INET), (2, libc::AF_INET6)] {
         let req = Request {
             family: family as u8,
             protocol: libc::IPPROTO_TCP as u8,
-            states: NOT_LISTENING,
+            states,
             ..Request::default()
         };
         let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
@@ -226,11 +279,7 @@ pub fn tcp_sockets() -> io::Result<Vec<Socket>> {
             NLMSG_ERROR => Err(io::Error::from_raw_os_error(-nl_error(payload))),
             _ => {
                 if let Some(msg) = read_struct::<DiagMsg>(payload) {
-                    out.push(Socket {
-                        family: msg.family,
-                        state: msg.state,
-                        id: msg.id,
-                    });
+                    out.push(msg);
                 }
                 Ok(true)
             }
@@ -277,7 +326,35 @@ mod tests {
     const _: () = assert!(size_of::<SockId>() == 48);
     const _: () = assert!(size_of::<Request>() == 56);
     const _: () = assert!(size_of::<NlMsgHdr>() == 16);
-    const _: () = assert!(size_of::<DiagMsg>() == 4 + 48);
+    const _: () = assert!(size_of::<DiagMsg>() == 72);
+
+    #[test]
+    fn the_listener_dump_lists_a_listener_of_this_process_with_its_inode() {
+        use std::{net::TcpListener, os::unix::fs::MetadataExt as _};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let found = tcp_listeners().expect("sock_diag dump of listeners");
+        let mine = found
+            .iter()
+            .find(|l| l.addr == addr)
+            .expect("our listener is in the dump");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .ino();
+        assert_eq!(u64::from(mine.inode), inode);
+        assert_eq!(mine.uid, own_uid());
+    }
+
+    fn own_uid() -> u32 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|u| u.parse().ok())
+            .unwrap()
+    }
 
     fn sock(state: u8, sport: u16, dport: u16) -> Socket {
         Socket {

@@ -253,6 +253,8 @@ pub struct Metrics {
     read_errors: AtomicU64,
     /// The audit log, when one is written: its dropped and failed lines are exported.
     audit: std::sync::OnceLock<Arc<crate::mcp::audit::AuditLog>>,
+    /// The background scan's results, when `--scan-interval` runs one.
+    scan: std::sync::OnceLock<Arc<crate::scan::watch::ScanStats>>,
 }
 
 impl Metrics {
@@ -310,6 +312,7 @@ impl Metrics {
             lockdown: Arc::default(),
             read_errors: AtomicU64::new(0),
             audit: std::sync::OnceLock::new(),
+            scan: std::sync::OnceLock::new(),
         };
         // Seed the budget from what the map already holds, busiest first, so the series a
         // previous run exported keep their labels.
@@ -325,6 +328,11 @@ impl Metrics {
     /// Exports the audit log's dropped and failed lines.
     pub fn watch_audit(&self, log: Arc<crate::mcp::audit::AuditLog>) {
         let _ = self.audit.set(log);
+    }
+
+    /// Exports the background scan's results (`mcp_gateway_scan_*`).
+    pub fn watch_scan(&self, stats: Arc<crate::scan::watch::ScanStats>) {
+        let _ = self.scan.set(stats);
     }
 
     /// The flag behind `mcp_gateway_lockdown`.
@@ -597,6 +605,48 @@ impl Metrics {
         for (name, help, value) in queues {
             enc.family(name, Kind::Counter, help);
             enc.sample(&format!("{name}_total"), &[], value);
+        }
+
+        // The families are always declared; samples only while a background scan runs (a 0
+        // from a gateway that does not scan would claim a host with nothing exposed).
+        let scan = self.scan.get();
+        enc.family(
+            "mcp_gateway_scan_servers",
+            Kind::Gauge,
+            "Listening sockets of this host by the verdict of the last successful scan (run --scan-interval; see docs/scan.md).",
+        );
+        if let Some(scan) = scan {
+            for (verdict, count) in crate::scan::watch::VERDICTS.iter().zip(&scan.servers) {
+                enc.sample(
+                    "mcp_gateway_scan_servers",
+                    &[("verdict", verdict.name())],
+                    count.load(Ordering::Relaxed),
+                );
+            }
+        }
+        enc.family(
+            "mcp_gateway_scan_last_success_timestamp_seconds",
+            Kind::Gauge,
+            "Unix time of the last successful background scan (0 before the first).",
+        );
+        if let Some(scan) = scan {
+            enc.sample(
+                "mcp_gateway_scan_last_success_timestamp_seconds",
+                &[],
+                scan.last_success.load(Ordering::Relaxed),
+            );
+        }
+        enc.family(
+            "mcp_gateway_scan_failures",
+            Kind::Counter,
+            "Background scans that failed (the log says why).",
+        );
+        if let Some(scan) = scan {
+            enc.sample(
+                "mcp_gateway_scan_failures_total",
+                &[],
+                scan.failures.load(Ordering::Relaxed),
+            );
         }
 
         enc.family(
