@@ -336,7 +336,11 @@ fn server_info(json: &str, answer: &HttpAnswer) -> Option<ServerInfo> {
     }
     let result = value.get("result")?;
     let info = result.get("serverInfo")?.as_object()?;
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(|s| truncate(s, 128));
+    let text = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .map(|s| truncate(s, 128))
+            .filter(|s| !s.is_empty())
+    };
     let mut versions: Vec<String> = ["supportedVersions", "protocolVersions"]
         .iter()
         .filter_map(|k| result.get(*k)?.as_array())
@@ -474,6 +478,14 @@ content-type: application/json
                 "a web page",
                 "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\n\r\n<html>hi</html>".into(),
                 Mcp::Other(200),
+            ),
+            (
+                "an empty version is no version",
+                "HTTP/1.1 200 OK\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"serverInfo\":{\"name\":\"n\",\"version\":\"\"}}}".into(),
+                Mcp::Server(ServerInfo {
+                    name: Some("n".into()),
+                    ..ServerInfo::default()
+                }),
             ),
             (
                 "hostile: JSON-RPC error is not a server",
