@@ -503,9 +503,19 @@ fn check_record(server: &Server, r: &Record) {
             .map(HeaderValue::as_bytes)
             .collect()
     };
+    // The upstream sees its own Origin; the client's, which the gateway judged, comes in
+    // X-Forwarded-Origin (a client's own X-Forwarded-Origin never passes).
+    let forwarded_origins = all("x-forwarded-origin");
+    if !forwarded_origins.is_empty() {
+        assert_eq!(
+            all("origin"),
+            [format!("http://{}", r.headers[header::HOST].to_str().unwrap_or("")).as_bytes()],
+            "the upstream was not shown its own origin: {r:?}"
+        );
+    }
     let req = reference::Request {
         hosts: all("x-forwarded-host"),
-        origins: all("origin"),
+        origins: forwarded_origins,
         fetch_sites: all("sec-fetch-site"),
         target: None,
     };
