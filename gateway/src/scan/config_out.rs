@@ -134,25 +134,10 @@ pub fn render(entries: &[Entry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::{
-        identify::{Outcome, Replay, test_found},
-        owner::Owner,
-        verdict::{BindScope, Facts, Kernel},
-    };
+    use crate::scan::{identify::Replay, owner::Owner, verdict::test_mcp_facts};
 
     fn row(ip: &str, port: u16, host: Replay) -> Row {
-        let facts = Facts {
-            ip: ip.parse().unwrap(),
-            port,
-            scope: BindScope::of(ip.parse().unwrap()),
-            outcome: Ok(Outcome::Mcp {
-                found: test_found(),
-                foreign_host: host,
-                foreign_origin: Replay::Refused { status: 403 },
-            }),
-            kernel: Kernel::None,
-            gateway: None,
-        };
+        let facts = test_mcp_facts(ip, port, host);
         let owner = Owner {
             pid: 9,
             cmdline: "python3 server.py\n[[server]]\nname = \"evil\"".into(),

@@ -272,6 +272,25 @@ pub fn judge(facts: &Facts) -> (Verdict, Vec<Reason>) {
     (Verdict::Protected, Vec::new())
 }
 
+/// An MCP server on `ip:port` with no kernel layer and no gateway, whose answer to a foreign
+/// Host is `host` (a foreign Origin is refused), for other modules' tests.
+#[cfg(test)]
+pub(crate) fn test_mcp_facts(ip: &str, port: u16, host: Replay) -> Facts {
+    let ip: IpAddr = ip.parse().expect("an address");
+    Facts {
+        ip,
+        port,
+        scope: BindScope::of(ip),
+        outcome: Ok(Outcome::Mcp {
+            found: super::identify::test_found(),
+            foreign_host: host,
+            foreign_origin: Replay::Refused { status: 403 },
+        }),
+        kernel: Kernel::None,
+        gateway: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,24 +119,10 @@ pub fn spawn(every: Duration, pin_dir: PathBuf, stats: Arc<ScanStats>) -> std::i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::{
-        identify::{Outcome, Replay, test_found},
-        verdict::{BindScope, Facts, Kernel},
-    };
+    use crate::scan::{identify::Replay, verdict::test_mcp_facts};
 
     fn row(ip: &str, port: u16, host: Replay) -> Row {
-        let facts = Facts {
-            ip: ip.parse().unwrap(),
-            port,
-            scope: BindScope::of(ip.parse().unwrap()),
-            outcome: Ok(Outcome::Mcp {
-                found: test_found(),
-                foreign_host: host,
-                foreign_origin: Replay::Refused { status: 403 },
-            }),
-            kernel: Kernel::None,
-            gateway: None,
-        };
+        let facts = test_mcp_facts(ip, port, host);
         Row::new(facts, None, 0, vec![])
     }
 
