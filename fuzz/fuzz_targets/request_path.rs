@@ -219,6 +219,7 @@ fn server(config: &Config) -> Server {
         mcp,
         sources: SourceList::default(),
         rate: None,
+        egress: None,
     };
     let metrics = Arc::new(Metrics::in_process(
         metrics::DEFAULT_LABEL_BUDGET,

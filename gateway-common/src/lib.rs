@@ -39,6 +39,22 @@ pub mod program {
     pub const CONNECT6: &str = "mcp_connect6";
     /// Every program, in attach order.
     pub const ALL: [&str; 5] = [INGRESS, BIND4, BIND6, CONNECT4, CONNECT6];
+    /// `cgroup/connect4` on a confined server's cgroup: TCP connect() and UDP connect() over
+    /// IPv4 only to its egress rules.
+    pub const EGRESS_CONNECT4: &str = "egress_connect4";
+    /// `cgroup/connect6`: the same over IPv6 (and v4-mapped addresses).
+    pub const EGRESS_CONNECT6: &str = "egress_connect6";
+    /// `cgroup/sendmsg4`: a UDP datagram to an explicit IPv4 address only to its egress rules.
+    pub const EGRESS_SENDMSG4: &str = "egress_sendmsg4";
+    /// `cgroup/sendmsg6`: the same over IPv6.
+    pub const EGRESS_SENDMSG6: &str = "egress_sendmsg6";
+    /// The programs attached to each confined server's cgroup.
+    pub const EGRESS: [&str; 4] = [
+        EGRESS_CONNECT4,
+        EGRESS_CONNECT6,
+        EGRESS_SENDMSG4,
+        EGRESS_SENDMSG6,
+    ];
 }
 
 /// Names of the maps in the embedded eBPF object.
@@ -63,9 +79,19 @@ pub mod map {
     /// read by userspace only (created by the gateway, not part of the eBPF object); the config
     /// maps always hold the union of these claims.
     pub const INSTANCES: &str = "INSTANCES";
-    /// Every map of the eBPF object the gateway pins (aya-log's `AYA_LOGS` ring buffer is per
-    /// process, not pinned).
-    pub const PINNED: [&str; 7] = [
+    /// `HashMap<u64 cgroup id, EgressOwner>`: the confined cgroups, each owned by one instance's
+    /// server. A process in one of them (or in a cgroup below it) may only reach its rules.
+    pub const EGRESS_CGROUPS: &str = "EGRESS_CGROUPS";
+    /// `LpmTrie<EgressKey, u8>`: each confined cgroup's allowed destinations.
+    pub const EGRESS_RULES: &str = "EGRESS_RULES";
+    /// `LruPerCpuHashMap<EgressDenial, u64>`: denied connects and datagrams, by cgroup and
+    /// destination.
+    pub const EGRESS_DENIED: &str = "EGRESS_DENIED";
+    /// `RingBuf` of [`crate::EgressEvent`]: one record per denial, with the process, for logs.
+    pub const EGRESS_EVENTS: &str = "EGRESS_EVENTS";
+    /// Every map of the eBPF object the gateway pins (so programs taken over from an earlier run
+    /// and this run's read and write the same maps).
+    pub const PINNED: [&str; 11] = [
         SKB_STATS,
         PROTECTED_PORTS,
         ALLOWED_CGROUPS,
@@ -73,11 +99,15 @@ pub mod map {
         SOURCES,
         LOCK_ACTIVE,
         LOCKS,
+        EGRESS_CGROUPS,
+        EGRESS_RULES,
+        EGRESS_DENIED,
+        EGRESS_EVENTS,
     ];
     /// The config maps the programs read: always the union of the instances' claims.
     pub const CONFIG_MAPS: [&str; 3] = [PROTECTED_PORTS, ALLOWED_CGROUPS, SOURCES];
     /// Maps that hold counters (kept by `mcp-gateway detach --keep-counters`).
-    pub const COUNTER_MAPS: [&str; 2] = [SKB_STATS, COUNTERS];
+    pub const COUNTER_MAPS: [&str; 3] = [SKB_STATS, COUNTERS, EGRESS_DENIED];
 }
 
 /// Capacity of `PROTECTED_PORTS` (the union over every instance sharing the pin directory).
@@ -86,6 +116,24 @@ pub const MAX_PROTECTED_PORTS: u32 = 256;
 pub const MAX_ALLOWED_CGROUPS: u32 = 256;
 /// Capacity of `SOURCES` (the union over every instance).
 pub const MAX_SOURCES: u32 = 1024;
+/// Capacity of `EGRESS_CGROUPS`: confined cgroups over every instance.
+pub const MAX_EGRESS_CGROUPS: u32 = 256;
+/// Capacity of `EGRESS_RULES`: (cgroup, port, network) entries over every instance.
+pub const MAX_EGRESS_RULES: u32 = 8192;
+/// Capacity of `EGRESS_DENIED` (LRU: a flood of destinations evicts the oldest).
+pub const MAX_EGRESS_DENIALS: u32 = 4096;
+/// Bytes of the `EGRESS_EVENTS` ring buffer (a power of two, a multiple of the page size).
+pub const EGRESS_EVENTS_BYTES: u32 = 64 * 1024;
+/// How deep below a confined cgroup the programs look for it (a process in a cgroup nested
+/// deeper than this below the cgroup-v2 root is refused, never let through).
+pub const MAX_CGROUP_DEPTH: i32 = 16;
+/// Bits of an [`EgressKey`] prefix taken by the cgroup id and the port.
+pub const EGRESS_FIXED_BITS: u32 = 80;
+/// Bytes of a server name in an [`EgressOwner`].
+pub const EGRESS_SERVER_LEN: usize = 32;
+/// Bytes of the text summary in an [`EgressOwner`].
+pub const EGRESS_SUMMARY_LEN: usize = 1024;
+
 /// Capacity of `LOCKS`.
 pub const MAX_LOCKS: u32 = 256;
 /// Bytes of a lockdown's reason.
@@ -584,6 +632,82 @@ impl CounterKey {
     }
 }
 
+/// Key of `EGRESS_RULES`, a longest-prefix-match trie: the cgroup and the port must match
+/// exactly (the prefix always covers them), then the first `prefix_len - 80` bits of the
+/// address. Port 0 stands for any port (nobody connects to port 0). Byte arrays only, so the
+/// key has no padding and compares bit by bit in this order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EgressKey {
+    /// The confined cgroup's id, big-endian.
+    pub cgroup: [u8; 8],
+    /// Host port, big-endian; 0: any.
+    pub port: [u8; 2],
+    /// IPv6 address, network order (IPv4 as v4-mapped).
+    pub addr: [u8; 16],
+}
+
+impl EgressKey {
+    pub const fn new(cgroup: u64, port: u16, addr: [u8; 16]) -> Self {
+        Self {
+            cgroup: cgroup.to_be_bytes(),
+            port: port.to_be_bytes(),
+            addr,
+        }
+    }
+
+    pub const fn cgroup_id(&self) -> u64 {
+        u64::from_be_bytes(self.cgroup)
+    }
+
+    pub const fn port(&self) -> u16 {
+        u16::from_be_bytes(self.port)
+    }
+}
+
+/// Value of `EGRESS_CGROUPS`: who confines the cgroup (the kernel only checks presence).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EgressOwner {
+    /// The registry id of the owning instance ([`fnv1a`] of its name).
+    pub instance: u64,
+    /// The server's name, NUL-padded UTF-8 (for labels read from the pins alone).
+    pub server: [u8; EGRESS_SERVER_LEN],
+    /// For `mcp-gateway status`: the cgroup's path and each rule with the addresses its name
+    /// resolves to now, one per line, NUL-padded UTF-8 (cut to fit). Userspace only.
+    pub summary: [u8; EGRESS_SUMMARY_LEN],
+}
+
+/// Key of `EGRESS_DENIED`: one confined cgroup and one refused destination.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EgressDenial {
+    /// The confined cgroup (the rules' owner, not the caller's own sub-cgroup).
+    pub cgroup: u64,
+    /// IPv6 address, network order (IPv4 as v4-mapped).
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    /// `IPPROTO_TCP` (6) or `IPPROTO_UDP` (17).
+    pub proto: u8,
+    pub pad: [u8; 5],
+}
+
+/// A record of `EGRESS_EVENTS`: one denial and which process asked (its name is read from
+/// /proc by the gateway).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EgressEvent {
+    pub cgroup: u64,
+    /// The thread group (process) id.
+    pub pid: u32,
+    /// Host byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub pad: u8,
+    pub addr: [u8; 16],
+}
+
 #[cfg(feature = "user")]
 #[allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 mod pod {
@@ -599,6 +723,12 @@ mod pod {
     unsafe impl aya::Pod for super::SourceKey {}
     // SAFETY: as above: an integer and a byte array, size asserted below.
     unsafe impl aya::Pod for super::LockRecord {}
+    // SAFETY: byte arrays only: no padding, every bit pattern valid.
+    unsafe impl aya::Pod for super::EgressKey {}
+    // SAFETY: an integer and a byte array, size asserted below.
+    unsafe impl aya::Pod for super::EgressOwner {}
+    // SAFETY: integers and byte arrays, the padding an explicit field (size asserted below).
+    unsafe impl aya::Pod for super::EgressDenial {}
 }
 
 const _: () = assert!(size_of::<CounterKey>() == 8 + COUNTER_TEXT_LEN + CREDENTIAL_LABEL_LEN);
@@ -619,5 +749,9 @@ const _: () = assert!(
 const _: () = assert!(size_of::<SourceRule>() == 20);
 const _: () = assert!(size_of::<SourceKey>() == 20);
 const _: () = assert!(size_of::<LockRecord>() == 8 + LOCK_REASON_LEN);
+const _: () = assert!(size_of::<EgressKey>() == 26);
+const _: () = assert!(size_of::<EgressOwner>() == 8 + EGRESS_SERVER_LEN + EGRESS_SUMMARY_LEN);
+const _: () = assert!(size_of::<EgressDenial>() == 32);
+const _: () = assert!(size_of::<EgressEvent>() == 32);
 const _: () = assert!(MAX_INSTANCE_SOURCES <= u8::MAX as usize);
 const _: () = assert!(MAX_INSTANCE_SERVERS <= u8::MAX as usize);

@@ -8,6 +8,10 @@
 //! - `mcp_connect4`/`mcp_connect6` (cgroup/connect*): a TCP connect() to an exclusive port on a
 //!   local address (loopback or unspecified) only from a cgroup allowed on that port; to a locked
 //!   port, from nobody (it fails at once instead of timing out).
+//! - `egress_connect4/6`, `egress_sendmsg4/6` (cgroup/connect*, cgroup/sendmsg*), attached to each
+//!   confined server's cgroup: a connect() or a datagram to an explicit address is refused (EPERM)
+//!   unless the server's egress rules allow the destination; loopback is judged like any other
+//!   address. Under the lockdown of every port, all of it is refused.
 //!
 //! Configuration lives in maps written by userspace; every map is keyed by host-order ports.
 #![no_std]
@@ -15,16 +19,20 @@
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, bpf_sock_addr},
-    helpers::bpf_get_current_cgroup_id,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
+        generated::bpf_get_current_ancestor_cgroup_id,
+    },
     macros::{cgroup_skb, cgroup_sock_addr, map},
-    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{SkBuffContext, SockAddrContext},
 };
 use aya_log_ebpf::debug;
 use gateway_common::{
-    CgroupPort, CounterKey, LockRecord, MAX_ALLOWED_CGROUPS, MAX_COUNTER_KEYS, MAX_LOCKS,
-    MAX_PROTECTED_PORTS, MAX_SOURCES, PortPolicy, Reason, SOURCE_PORT_BITS, SkbStat, SourceKey,
-    origin_kind,
+    CgroupPort, CounterKey, EGRESS_EVENTS_BYTES, EGRESS_FIXED_BITS, EgressDenial, EgressEvent,
+    EgressKey, EgressOwner, LockRecord, MAX_ALLOWED_CGROUPS, MAX_CGROUP_DEPTH, MAX_COUNTER_KEYS,
+    MAX_EGRESS_CGROUPS, MAX_EGRESS_DENIALS, MAX_EGRESS_RULES, MAX_LOCKS, MAX_PROTECTED_PORTS,
+    MAX_SOURCES, PortPolicy, Reason, SOURCE_PORT_BITS, SkbStat, SourceKey, origin_kind,
 };
 
 /// Verdicts of `cgroup_skb` and `cgroup/sock_addr` programs.
@@ -58,6 +66,19 @@ static LOCK_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map(name = "LOCKS")]
 static LOCKS: HashMap<u16, LockRecord> = HashMap::with_max_entries(MAX_LOCKS, 0);
+
+#[map(name = "EGRESS_CGROUPS")]
+static EGRESS_CGROUPS: HashMap<u64, EgressOwner> = HashMap::with_max_entries(MAX_EGRESS_CGROUPS, 0);
+
+#[map(name = "EGRESS_RULES")]
+static EGRESS_RULES: LpmTrie<EgressKey, u8> = LpmTrie::with_max_entries(MAX_EGRESS_RULES, 0);
+
+#[map(name = "EGRESS_DENIED")]
+static EGRESS_DENIED: LruPerCpuHashMap<EgressDenial, u64> =
+    LruPerCpuHashMap::with_max_entries(MAX_EGRESS_DENIALS, 0);
+
+#[map(name = "EGRESS_EVENTS")]
+static EGRESS_EVENTS: RingBuf = RingBuf::with_byte_size(EGRESS_EVENTS_BYTES, 0);
 
 /// Where `count` builds a `COUNTERS` key: in this CPU's slot of a map, not on the stack. A
 /// 200-byte key on the stack is zeroed with a memset loop, and the verifier refuses its
@@ -99,6 +120,26 @@ pub fn mcp_connect4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(connect6)]
 pub fn mcp_connect6(ctx: SockAddrContext) -> i32 {
     verdict(try_mcp_connect6(&ctx))
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn egress_connect4(ctx: SockAddrContext) -> i32 {
+    verdict(try_egress4(&ctx))
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn egress_connect6(ctx: SockAddrContext) -> i32 {
+    verdict(try_egress6(&ctx))
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn egress_sendmsg4(ctx: SockAddrContext) -> i32 {
+    verdict(try_egress4(&ctx))
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn egress_sendmsg6(ctx: SockAddrContext) -> i32 {
+    verdict(try_egress6(&ctx))
 }
 
 fn try_mcp_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
@@ -258,6 +299,138 @@ fn connect_verdict(ctx: &SockAddrContext, addr: [u8; 16]) -> Result<i32, i64> {
     Ok(DROP)
 }
 
+fn try_egress4(ctx: &SockAddrContext) -> Result<i32, i64> {
+    let sa = SockAddr::of(ctx);
+    Ok(egress_verdict(sa, v4_mapped(sa.user_ip4())))
+}
+
+fn try_egress6(ctx: &SockAddrContext) -> Result<i32, i64> {
+    let sa = SockAddr::of(ctx);
+    Ok(egress_verdict(sa, sa.user_ip6()))
+}
+
+/// The egress decision for a connect() or sendmsg() to `addr` from a confined cgroup.
+fn egress_verdict(sa: SockAddr, addr: [u8; 16]) -> i32 {
+    let Some(cgroup) = confined_cgroup() else {
+        // Attached here, but no rules are loaded for this cgroup (being set up or torn down):
+        // the maps, not the links, say what is confined.
+        return PASS;
+    };
+    let port = sa.user_port();
+    // The lockdown of every port cuts a confined server's outbound traffic too.
+    // SAFETY: a presence check only.
+    let all_locked = lock_active() && unsafe { LOCKS.get(0).is_some() };
+    if !all_locked && (egress_allowed(cgroup, port, addr) || egress_allowed(cgroup, 0, addr)) {
+        return PASS;
+    }
+    let proto = sa.protocol() as u8;
+    count_denial(cgroup, addr, port, proto);
+    report_denial(cgroup, addr, port, proto);
+    DROP
+}
+
+/// The confined cgroup the caller is in: its own, else its innermost ancestor that is confined
+/// (a server's children may make cgroups of their own below it).
+#[inline(always)]
+fn confined_cgroup() -> Option<u64> {
+    // SAFETY: a helper without arguments, allowed in cgroup/sock_addr programs.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: presence checks only.
+    if unsafe { EGRESS_CGROUPS.get(own) }.is_some() {
+        return Some(own);
+    }
+    let mut level = MAX_CGROUP_DEPTH;
+    while level > 0 {
+        level -= 1;
+        // SAFETY: takes an integer; returns 0 past the caller's depth.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        // SAFETY: as above.
+        if id != 0 && unsafe { EGRESS_CGROUPS.get(id) }.is_some() {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// Whether `cgroup`'s rules allow `addr` on `port` (0: the rules for any port).
+#[inline(always)]
+fn egress_allowed(cgroup: u64, port: u16, addr: [u8; 16]) -> bool {
+    let key = Key::new(EGRESS_FIXED_BITS + 128, EgressKey::new(cgroup, port, addr));
+    EGRESS_RULES.get(&key).is_some()
+}
+
+/// Adds one to this CPU's count of denials of (`cgroup`, `addr`, `port`, `proto`).
+#[inline(always)]
+fn count_denial(cgroup: u64, addr: [u8; 16], port: u16, proto: u8) {
+    let [
+        a0,
+        a1,
+        a2,
+        a3,
+        a4,
+        a5,
+        a6,
+        a7,
+        b0,
+        b1,
+        b2,
+        b3,
+        b4,
+        b5,
+        b6,
+        b7,
+    ] = addr;
+    let [p0, p1] = port.to_ne_bytes();
+    // Built from four 8-byte words, for the same reason as `v4_mapped`: a struct literal with
+    // zero padding becomes a memset the verifier refuses without CAP_PERFMON.
+    let key: EgressDenial = unsafe {
+        // SAFETY: EgressDenial is 32 bytes of integers and byte arrays, laid out as these four
+        // native-endian words (cgroup; address; address; port, proto, padding).
+        core::mem::transmute::<[u64; 4], EgressDenial>([
+            cgroup,
+            u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+            u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+            u64::from_ne_bytes([p0, p1, proto, 0, 0, 0, 0, 0]),
+        ])
+    };
+    if let Some(value) = EGRESS_DENIED.get_ptr_mut(&key) {
+        // SAFETY: as in `bump`: this CPU's copy, valid for this run, no other writer.
+        unsafe { *value += 1 };
+        return;
+    }
+    if EGRESS_DENIED
+        .insert(&key, 1, u64::from(BPF_NOEXIST))
+        .is_err()
+        && let Some(value) = EGRESS_DENIED.get_ptr_mut(&key)
+    {
+        // SAFETY: as above.
+        unsafe { *value += 1 };
+    }
+}
+
+/// Sends one `EgressEvent` to userspace for the log; dropped when the ring buffer is full (the
+/// count above is what stays exact). The process's name is not read here:
+/// `bpf_get_current_comm` needs CAP_PERFMON in these programs, which the gateway does not have;
+/// userspace reads it from /proc.
+#[inline(always)]
+fn report_denial(cgroup: u64, addr: [u8; 16], port: u16, proto: u8) {
+    let Some(mut entry) = EGRESS_EVENTS.reserve::<EgressEvent>(0) else {
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at a reserved, 8-byte aligned record of EgressEvent's size; every
+    // field is written before it is submitted.
+    unsafe {
+        (*event).cgroup = cgroup;
+        (*event).pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        (*event).port = port;
+        (*event).proto = proto;
+        (*event).pad = 0;
+        (*event).addr = addr;
+    }
+    entry.submit(0);
+}
+
 /// Only 0 or 1 may leave a program: the verifier must see the range, whatever `r` held.
 fn verdict(r: Result<i32, i64>) -> i32 {
     match r {
@@ -387,6 +560,12 @@ impl SockAddr {
     fn sock_type(self) -> u32 {
         // SAFETY: `type_` is a 4-byte field of the context.
         unsafe { self.read(core::mem::offset_of!(bpf_sock_addr, type_)) }
+    }
+
+    /// `protocol`: `IPPROTO_TCP`, `IPPROTO_UDP`, ...
+    fn protocol(self) -> u32 {
+        // SAFETY: `protocol` is a 4-byte field of the context.
+        unsafe { self.read(core::mem::offset_of!(bpf_sock_addr, protocol)) }
     }
 
     /// `user_ip4`, as 4 network-order bytes.

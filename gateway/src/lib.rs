@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod ebpf;
+pub mod egress;
 pub mod file_version;
 pub mod lockdown;
 pub mod mcp;

@@ -16,6 +16,7 @@ use crate::{
         self, LogFormat, MetricsSettings, RunArgs, ServerSettings, Settings, kernel::EbpfMode,
     },
     ebpf::{
+        confine::{Egress, ServerEgress},
         enforce::KernelCheck,
         startup::{self as kernel, ServerPorts},
     },
@@ -143,6 +144,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         kernel: kernel_settings,
         audit_log,
         scan_interval,
+        egress_refresh,
     } = settings;
     let audit = audit_log
         .map(|target| {
@@ -168,7 +170,28 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .collect();
     // Before any upstream connection: with --exclusive-upstream this moves us into our own
     // cgroup, the one allowed to connect. Held until exit; the pins keep enforcing after it.
-    let enforcement = kernel::start(&kernel_settings, &instance, &ports)?;
+    let mut enforcement = kernel::start(&kernel_settings, &instance, &ports)?;
+    // What each confined server may reach. Always started: it also releases the cgroups an
+    // earlier run of this instance confined and this one no longer does.
+    let confined: Vec<ServerEgress> = bound
+        .iter()
+        .filter_map(|(s, _)| {
+            s.egress.as_ref().map(|e| ServerEgress {
+                name: s.name.clone(),
+                rules: e.rules.clone(),
+                dns: e.dns,
+                cgroup: e.cgroup.clone(),
+            })
+        })
+        .collect();
+    let egress = Egress::start(
+        enforcement.as_mut(),
+        kernel_settings.mode == EbpfMode::Required,
+        &instance,
+        confined,
+    )
+    .await?;
+    let refresher = egress.spawn_refresh(egress_refresh);
     let infos: Vec<ServerInfo> = bound
         .iter()
         .map(|(s, _)| ServerInfo {
@@ -184,6 +207,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         None => Metrics::in_process(budget, &infos),
     });
     metrics.expect_kernel(kernel_settings.mode != EbpfMode::Off);
+    metrics.watch_egress(egress);
     if let Some(audit) = &audit {
         metrics.watch_audit(audit.clone());
     }
@@ -278,7 +302,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     drop(enforcement);
     ticker.abort();
     reloader.abort();
-    for task in [watcher, lock_watcher].into_iter().flatten() {
+    for task in [watcher, lock_watcher, refresher].into_iter().flatten() {
         task.abort();
     }
     tracing::info!("mcp-gateway stopped");

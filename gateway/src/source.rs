@@ -81,6 +81,14 @@ impl Cidr {
         })
     }
 
+    /// The network of one host.
+    pub fn host(ip: IpAddr) -> Self {
+        Self {
+            addr: v6_bytes(ip.to_canonical()),
+            prefix_len: 128,
+        }
+    }
+
     /// Whether `ip` is in this network.
     pub fn contains(&self, ip: IpAddr) -> bool {
         masked(v6_bytes(ip.to_canonical()), self.prefix_len) == self.addr

@@ -105,6 +105,7 @@ impl TestGateway {
             mcp: opts.mcp,
             sources: mcp_gateway::source::SourceList::default(),
             rate: opts.rate,
+            egress: None,
         };
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::in_process(

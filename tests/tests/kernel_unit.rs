@@ -62,6 +62,8 @@ fn the_gateway_enforces_as_an_unprivileged_user_with_exactly_the_units_capabilit
     );
     // A systemd service's cgroup is its own: named like one.
     let cgroup = TestCgroup::new("unit.service");
+    // An MCP server run by another unit, confined to the gateway's port by egress rules.
+    let confined = TestCgroup::new("weather.service");
     let hosts = HostPair::new("unit");
     let pins = PinDir::new("unit");
     // What ExecStartPre does: the pin directory, made the service user's.
@@ -95,7 +97,18 @@ fn the_gateway_enforces_as_an_unprivileged_user_with_exactly_the_units_capabilit
         .args(["--listen", "127.0.0.1:18971", "--exclusive-upstream"])
         .args(["--ebpf", "required", "--metrics-listen", "off"])
         .args(["--pin-dir", pins.arg(), "--cgroup"])
-        .arg(cgroup.path());
+        .arg(cgroup.path())
+        .args(["--egress", "127.0.0.1:18971", "--egress-cgroup"])
+        .arg(confined.path());
+    assert!(
+        probe(
+            Some(confined.path()),
+            &hosts.server,
+            &["connect", "127.0.0.1:18972", "300"]
+        )
+        .starts_with("err 111 "),
+        "setup: nothing listens there, so the connect is refused by the stack"
+    );
     let mut gateway = ChildGuard::spawn_logged(&mut cmd);
     gateway.wait_for_log("mcp-gateway listening on", Duration::from_secs(30));
 
@@ -143,4 +156,15 @@ fn the_gateway_enforces_as_an_unprivileged_user_with_exactly_the_units_capabilit
         ),
         "502"
     );
+    // ...and the egress programs load and enforce with these capabilities too.
+    assert!(
+        gateway.logged("egress rules in force").is_some(),
+        "egress rules were not put in force"
+    );
+    let denied = probe(
+        Some(confined.path()),
+        &hosts.server,
+        &["connect", "127.0.0.1:18972", "300"],
+    );
+    assert!(denied.starts_with("err 1 "), "confined connect: {denied}");
 }

@@ -66,6 +66,9 @@ pub fn detach(args: &DetachArgs) -> anyhow::Result<()> {
         for link in &done.links {
             println!("detached {} (cgroup id {})", link.program, link.cgroup_id);
         }
+        for cgroup in &done.egress_cgroups {
+            println!("released the egress rules and programs of cgroup id {cgroup}");
+        }
         for other in &done.remaining {
             println!(
                 "kept instance `{}`: its ports {}",
@@ -222,6 +225,26 @@ fn status_text(pin_dir: &Path, report: &status::Report) -> String {
             owners.join("; ")
         };
         let _ = writeln!(out, "{:<6} {:<36} {owners}", row.port, row.flags.join(","));
+    }
+    for e in &report.egress {
+        let owner = match &e.instance {
+            Some(name) if e.alive => format!("instance {name}, running"),
+            Some(name) => format!("instance {name}, NOT RUNNING: its rules stay in force"),
+            None => "no registered instance".to_owned(),
+        };
+        let state = if e.attached {
+            "enforcing"
+        } else {
+            "NOT ENFORCED: its programs are not attached"
+        };
+        let _ = writeln!(
+            out,
+            "egress of server {} ({owner}; cgroup id {}): {state}, {} denied",
+            e.server, e.cgroup_id, e.denied
+        );
+        for line in &e.rules {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     for other in &report.other_layouts {
         let _ = writeln!(

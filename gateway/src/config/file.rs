@@ -52,6 +52,7 @@ macro_rules! server_keys {
             pub metrics_listen: Option<super::metrics::Listen>,
             pub metrics_label_budget: Option<usize>,
             pub scan_interval: Option<String>,
+            pub egress_refresh_secs: Option<f64>,
             pub audit_log: Option<String>,
             pub ebpf: Option<EbpfMode>,
             pub cgroup: Option<PathBuf>,
@@ -68,6 +69,8 @@ macro_rules! server_keys {
             pub name: Option<String>,
             pub listen: Option<SocketAddr>,
             pub upstream: Option<String>,
+            /// The server's cgroup, for its egress rules (the table's name for `egress_cgroup`).
+            pub cgroup: Option<PathBuf>,
             $($key: Option<$ty>,)*
         }
 
@@ -80,7 +83,9 @@ macro_rules! server_keys {
 
         impl ServerTable {
             pub fn keys(&self) -> ServerKeys {
-                ServerKeys { $($key: self.$key.clone(),)* }
+                let mut keys = ServerKeys { $($key: self.$key.clone(),)* };
+                keys.egress_cgroup = keys.egress_cgroup.or(self.cgroup.clone());
+                keys
             }
         }
     };
@@ -235,6 +240,24 @@ server_keys! {
         default_missing_value = "true"
     )]
     pass_origin: bool,
+    /// A destination the server may reach (repeatable): `HOST:PORT`, where HOST is an
+    /// address, a CIDR (`10.0.0.0/8`, `[2001:db8::/32]`) or a DNS name, and PORT a number or
+    /// `*`. Everything else, loopback included, is refused by the kernel. Needs
+    /// --egress-cgroup [default: no egress rules].
+    #[arg(long = "egress", env = "MCP_GATEWAY_EGRESS", value_delimiter = ',')]
+    egress: Vec<String>,
+    /// Also allow the resolvers of /etc/resolv.conf on port 53.
+    #[arg(
+        long,
+        env = "MCP_GATEWAY_EGRESS_DNS",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    egress_dns: bool,
+    /// The server's cgroup, whose processes the egress rules confine (absolute, or relative to
+    /// the cgroup-v2 mount; `cgroup` in a [[server]] table).
+    #[arg(long, env = "MCP_GATEWAY_EGRESS_CGROUP")]
+    egress_cgroup: PathBuf,
 }
 
 /// Reads and parses `path`. TOML's own errors name the line and the key (an unknown key inside

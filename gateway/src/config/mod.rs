@@ -77,6 +77,10 @@ pub struct RunArgs {
     /// mcp_gateway_scan_servers{verdict} [default: off].
     #[arg(long, env = "MCP_GATEWAY_SCAN_INTERVAL", value_name = "DURATION")]
     pub scan_interval: Option<String>,
+    /// Seconds between lookups of the DNS names in egress rules, 5 to 60 [default: 30]. A
+    /// name's previous addresses stay allowed until the next lookup after a change.
+    #[arg(long, env = "MCP_GATEWAY_EGRESS_REFRESH_SECS")]
+    pub egress_refresh_secs: Option<f64>,
     /// TOML configuration file (keys as in `mcp-gateway.example.toml`; `[[server]]` tables
     /// describe several servers).
     #[arg(long, env = "MCP_GATEWAY_CONFIG")]
@@ -158,6 +162,8 @@ pub struct Settings {
     pub audit_log: Option<AuditTarget>,
     /// `None`: no background scan.
     pub scan_interval: Option<Duration>,
+    /// How often egress rules' names are looked up again.
+    pub egress_refresh: Duration,
 }
 
 /// One MCP server behind the gateway, with its own policy.
@@ -183,6 +189,87 @@ pub struct ServerSettings {
     /// Who may reach a non-loopback listener (empty: anyone).
     pub sources: SourceList,
     pub rate: Option<Rate>,
+    /// What the server may reach, when it is confined.
+    pub egress: Option<EgressSettings>,
+}
+
+/// A confined server's egress allowlist.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EgressSettings {
+    pub rules: Vec<crate::egress::Rule>,
+    /// Allow /etc/resolv.conf's resolvers on port 53.
+    pub dns: bool,
+    /// The server's cgroup (checked at start: it is a property of the running host).
+    pub cgroup: PathBuf,
+}
+
+/// The default, shortest and longest time between lookups of egress names.
+pub const EGRESS_REFRESH: (Duration, Duration, Duration) = (
+    Duration::from_secs(30),
+    Duration::from_secs(5),
+    Duration::from_secs(60),
+);
+
+fn egress_refresh(secs: Option<f64>) -> Result<Duration, ConfigError> {
+    let (default, min, max) = EGRESS_REFRESH;
+    let Some(secs) = secs else {
+        return Ok(default);
+    };
+    if !(min.as_secs_f64()..=max.as_secs_f64()).contains(&secs) {
+        return Err(ConfigError::Invalid {
+            key: "egress_refresh_secs",
+            why: format!(
+                "must be {} to {} seconds: often enough to follow a changing answer, rarely \
+                 enough not to load the resolver",
+                min.as_secs(),
+                max.as_secs()
+            ),
+        });
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The egress settings of one server's keys.
+fn egress(keys: &ServerKeys) -> Result<Option<EgressSettings>, ConfigError> {
+    let rules = keys
+        .egress
+        .as_deref()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| crate::egress::Rule::parse(e))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()
+        .map_err(|why| ConfigError::Invalid { key: "egress", why })?;
+    let dns = keys.egress_dns.unwrap_or(false);
+    match (rules, keys.egress_cgroup.clone()) {
+        (None, None) if !dns => Ok(None),
+        (rules, Some(cgroup)) => {
+            if rules.is_none() && !dns {
+                return Err(ConfigError::Invalid {
+                    key: "cgroup",
+                    why: "is set without egress rules; list what the server may reach \
+                          (egress = [\"api.example.com:443\"]), or egress = [] to refuse \
+                          everything"
+                        .into(),
+                });
+            }
+            Ok(Some(EgressSettings {
+                rules: rules.unwrap_or_default(),
+                dns,
+                cgroup,
+            }))
+        }
+        (_, None) => Err(ConfigError::Invalid {
+            key: if dns { "egress_dns" } else { "egress" },
+            why: "needs the server's cgroup (`cgroup` in its [[server]] table, or \
+                  --egress-cgroup): the gateway does not start this server, so it must be told \
+                  which processes are the server, for example \
+                  cgroup = \"system.slice/mcp-weather.service\""
+                .into(),
+        }),
+    }
 }
 
 /// The kernel layer of the whole process (the union of its servers' ports).
@@ -286,8 +373,10 @@ impl RunArgs {
                 .as_deref()
                 .or(file.scan_interval.as_deref()),
         )?;
+        let egress_refresh = egress_refresh(self.egress_refresh_secs.or(file.egress_refresh_secs))?;
         Ok(Settings {
             scan_interval,
+            egress_refresh,
             instance,
             servers,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
@@ -438,6 +527,7 @@ fn server(
 ) -> Result<ServerSettings, ConfigError> {
     check_server_name(&name)?;
     let upstream = upstream::parse(upstream)?;
+    let egress = egress(&keys)?;
     let access = access::resolve(listen, &keys)?;
     let policy = PolicySettings {
         mode: keys.mode.unwrap_or_default(),
@@ -537,6 +627,7 @@ fn server(
         mcp,
         sources,
         rate,
+        egress,
     })
 }
 

@@ -74,7 +74,7 @@ pub struct Status {
 /// registered (fail closed); `mcp-gateway detach` removes them.
 pub struct Enforcement {
     bpf: Ebpf,
-    _links: Vec<PinnedLink>,
+    links: Vec<PinnedLink>,
     status: Status,
     check: KernelCheck,
     log_task: Option<tokio::task::JoinHandle<()>>,
@@ -106,6 +106,32 @@ impl Enforcement {
     /// One `SKB_STATS` slot, summed over CPUs.
     pub fn skb_stat(&self, stat: SkbStat) -> Result<u64, EbpfError> {
         super::skb_stat(&self.bpf, stat)
+    }
+
+    /// Attaches the egress programs to a confined server's cgroup (pinned, like the others),
+    /// taking over this build's links there.
+    pub fn attach_egress(&mut self, cgroup: &Path, cgroup_id: u64) -> Result<(), EbpfError> {
+        let file = File::open(cgroup).map_err(|source| EbpfError::Cgroup {
+            path: cgroup.display().to_string(),
+            source,
+        })?;
+        let pin_dir = self.status.pin_dir.clone();
+        let (links, _) = attach(
+            &mut self.bpf,
+            &pin_dir,
+            &file,
+            cgroup_id,
+            &program::EGRESS,
+            true,
+        )?;
+        self.links.extend(links);
+        Ok(())
+    }
+
+    /// The ring buffer of egress denial records (once: the caller drains it).
+    pub fn take_egress_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        let map = self.bpf.take_map(map::EGRESS_EVENTS)?;
+        aya::maps::RingBuf::try_from(map).ok()
     }
 
     /// Whether kernel program logs are being forwarded to `tracing`.
@@ -242,7 +268,10 @@ fn attach_and_pin(
             .map_err(|source| EbpfError::Link { name, source })?
     } else {
         let prog: &mut CgroupSockAddr = prog.try_into().map_err(err)?;
-        prog.load().map_err(err)?;
+        // Egress programs attach to every confined cgroup: loaded (verified) once.
+        if prog.fd().is_err() {
+            prog.load().map_err(err)?;
+        }
         let id = prog.attach(cgroup, CgroupAttachMode::Single).map_err(err)?;
         prog.take_link(id)
             .map_err(err)?
@@ -326,6 +355,7 @@ pub fn enforce(options: Options) -> Result<Enforcement, EbpfError> {
             &pin_dir,
             &cgroup_file,
             cgroup_id,
+            &program::ALL,
             maps_were_pinned,
         )?;
         Ok((links, instances, effective))
@@ -380,7 +410,7 @@ pub fn enforce(options: Options) -> Result<Enforcement, EbpfError> {
     };
     Ok(Enforcement {
         bpf,
-        _links: links.0,
+        links: links.0,
         status: Status {
             cgroup,
             cgroup_id,
@@ -399,20 +429,22 @@ pub fn enforce(options: Options) -> Result<Enforcement, EbpfError> {
 
 type Links = (Vec<PinnedLink>, (Vec<String>, Vec<String>));
 
-/// Takes over or attaches the five programs on `cgroup_id`, then removes other builds' links on
-/// that cgroup. Links on other cgroups are other instances' and stay.
+/// Takes over or attaches the programs `names` on `cgroup_id`, then removes other builds' links
+/// of those programs on that cgroup. Links on other cgroups, and of other programs, are other
+/// instances' (or this one's egress links on a server's cgroup) and stay.
 fn attach(
     bpf: &mut Ebpf,
     pin_dir: &Path,
     cgroup: &File,
     cgroup_id: u64,
+    names: &[&'static str],
     maps_were_pinned: bool,
 ) -> Result<Links, EbpfError> {
     let found = pins::inventory(pin_dir).map_err(io("listing the pin directory", pin_dir))?;
     let mut links = Vec::new();
     let (mut reused, mut new) = (Vec::new(), Vec::new());
     let mut wanted = BTreeSet::new();
-    for name in program::ALL {
+    for &name in names {
         let pin = LinkPin::path(pin_dir, name, cgroup_id);
         wanted.insert(pin.clone());
         let existing = maps_were_pinned && found.links.iter().any(|l| l.path == pin);
@@ -442,7 +474,7 @@ fn attach(
     // Now that ours are in force, remove other builds' links on the same cgroup.
     for stale in found
         .links_on(cgroup_id)
-        .filter(|l| !wanted.contains(&l.path))
+        .filter(|l| names.contains(&l.program.as_str()) && !wanted.contains(&l.path))
     {
         tracing::info!(pin = %stale.path.display(), "replacing another build's program on this cgroup");
         if let Err(e) = pins::remove_link(&stale.path) {

@@ -54,3 +54,37 @@ pub fn spawn(logger: EbpfLogger<TracingLog>) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+/// Calls `each` with every record of the ring buffer `ring` as it arrives (the egress denial
+/// records). Needs a tokio runtime.
+pub fn spawn_ring(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    mut each: impl FnMut(&[u8]) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // SAFETY: the ring buffer owns its map descriptor, which stays open and the same for as
+        // long as it lives, and the AsyncFd owns the ring buffer.
+        let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
+        let mut fd = match registered {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(error = %e, "egress denials are counted but not logged: watching their ring buffer failed");
+                return;
+            }
+        };
+        loop {
+            let mut guard = match fd.readable_mut().await {
+                Ok(guard) => guard,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stopped logging egress denials");
+                    return;
+                }
+            };
+            let ring = guard.get_inner_mut();
+            while let Some(record) = ring.next() {
+                each(&record);
+            }
+            guard.clear_ready();
+        }
+    })
+}

@@ -11,15 +11,19 @@
 //! - [`pins`]: the pin directory layout.
 //! - [`counters`]: reading the event counters.
 //! - [`logs`]: forwarding the programs' logs to `tracing`.
+//! - [`egress`]: the pinned egress maps (confined cgroups, their destinations, denials).
+//! - [`confine`]: putting servers' egress rules in force, and keeping names fresh.
 //! - [`doctor`]: what is missing for enforcement, with fixes.
 //! - [`sys`]: bpf(2) commands aya doesn't expose.
+pub mod confine;
 pub mod counters;
 pub mod doctor;
+pub mod egress;
 pub mod enforce;
 pub mod locks;
 #[allow(
     unsafe_code,
-    reason = "registers the log ring buffer's descriptor with tokio"
+    reason = "registers the ring buffers' descriptors with tokio"
 )]
 pub mod logs;
 pub mod maps;

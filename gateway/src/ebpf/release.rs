@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use super::{
-    EbpfError,
+    EbpfError, egress,
     enforce::{LOCK_TIMEOUT, apply_union, remove_links_on},
     pins::{self, LinkPin, Removed},
     registry::{self, Instance, LayoutLock, Registry},
@@ -18,6 +18,8 @@ use super::{
 pub struct Withdrawn {
     pub instance: Instance,
     pub links: Vec<LinkPin>,
+    /// The cgroups whose egress rules and programs went with the instance.
+    pub egress_cgroups: Vec<u64>,
     /// Instances still registered.
     pub remaining: Vec<Instance>,
     /// Set when no instance remained and the layout's programs and config were removed.
@@ -61,6 +63,7 @@ pub fn withdraw(pin_dir: &Path, name: &str) -> Result<Withdrawn, EbpfError> {
     registry.remove(id)?;
     let remaining = registry.instances()?;
     apply_union(pin_dir, &remaining)?;
+    let egress_cgroups = egress::release_instance(pin_dir, id)?;
     let cgroup = instance.claim.cgroup_id;
     let links = if remaining.iter().any(|i| i.claim.cgroup_id == cgroup) {
         Vec::new()
@@ -76,6 +79,7 @@ pub fn withdraw(pin_dir: &Path, name: &str) -> Result<Withdrawn, EbpfError> {
     Ok(Withdrawn {
         instance,
         links,
+        egress_cgroups,
         remaining,
         layout,
     })

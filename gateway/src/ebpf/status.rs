@@ -6,11 +6,12 @@ use serde::Serialize;
 
 use super::{
     EbpfError,
+    egress::EgressMaps,
     locks::{Lock, LockMaps},
     maps::ConfigMaps,
     pins,
     policy::{Plan, Role},
-    registry::{Instance, Registry},
+    registry::{self, Instance, Registry},
 };
 
 /// One owner of a port.
@@ -58,6 +59,26 @@ pub struct Report {
     pub links: Vec<String>,
     /// Pins of other map layouts (older or newer builds).
     pub other_layouts: Vec<String>,
+    /// Confined servers' egress rules.
+    pub egress: Vec<EgressRow>,
+}
+
+/// One confined cgroup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EgressRow {
+    pub cgroup_id: u64,
+    pub server: String,
+    /// The owning instance's name (`None`: not registered any more).
+    pub instance: Option<String>,
+    pub alive: bool,
+    /// Whether every egress program is attached to the cgroup.
+    pub attached: bool,
+    /// The cgroup, each rule with its names' addresses now, the resolvers: one per line.
+    pub rules: Vec<String>,
+    /// The kernel entries: `network port` (`*`: any port).
+    pub entries: Vec<String>,
+    /// Denials counted so far.
+    pub denied: u64,
 }
 
 /// The words for a port's flags.
@@ -136,7 +157,38 @@ pub fn collect(pin_dir: &Path) -> Result<Report, EbpfError> {
         Some(maps) => maps.read()?,
         None => Vec::new(),
     };
+    let mut egress = Vec::new();
+    if let Some(maps) = EgressMaps::open(pin_dir)? {
+        let denials = maps.denials()?;
+        for c in maps.read()? {
+            let owner = instances
+                .iter()
+                .find(|i| registry::instance_id(&i.claim.instance) == c.instance);
+            egress.push(EgressRow {
+                cgroup_id: c.cgroup_id,
+                server: c.server,
+                instance: owner.map(|i| i.claim.instance.clone()),
+                alive: owner.is_some_and(Instance::is_alive),
+                attached: super::egress::attached(pin_dir, c.cgroup_id)?,
+                rules: c.summary.lines().map(str::to_owned).collect(),
+                entries: c
+                    .entries
+                    .iter()
+                    .map(|(net, port)| match port {
+                        0 => format!("{net} *"),
+                        p => format!("{net} {p}"),
+                    })
+                    .collect(),
+                denied: denials
+                    .iter()
+                    .filter(|d| d.cgroup_id == c.cgroup_id)
+                    .map(|d| d.count)
+                    .sum(),
+            });
+        }
+    }
     Ok(Report {
+        egress,
         locks,
         ports: port_rows(&effective, &instances, Instance::is_alive),
         instances: instances

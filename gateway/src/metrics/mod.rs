@@ -255,6 +255,8 @@ pub struct Metrics {
     audit: std::sync::OnceLock<Arc<crate::mcp::audit::AuditLog>>,
     /// The background scan's results, when `--scan-interval` runs one.
     scan: std::sync::OnceLock<Arc<crate::scan::watch::ScanStats>>,
+    /// The confined servers' egress rules: in force or not, and their denials.
+    egress: std::sync::OnceLock<Arc<crate::ebpf::confine::Egress>>,
 }
 
 impl Metrics {
@@ -313,6 +315,7 @@ impl Metrics {
             read_errors: AtomicU64::new(0),
             audit: std::sync::OnceLock::new(),
             scan: std::sync::OnceLock::new(),
+            egress: std::sync::OnceLock::new(),
         };
         // Seed the budget from what the map already holds, busiest first, so the series a
         // previous run exported keep their labels.
@@ -333,6 +336,11 @@ impl Metrics {
     /// Exports the background scan's results (`mcp_gateway_scan_*`).
     pub fn watch_scan(&self, stats: Arc<crate::scan::watch::ScanStats>) {
         let _ = self.scan.set(stats);
+    }
+
+    /// Exports the confined servers' egress state (`mcp_gateway_egress_*`).
+    pub fn watch_egress(&self, egress: Arc<crate::ebpf::confine::Egress>) {
+        let _ = self.egress.set(egress);
     }
 
     /// The flag behind `mcp_gateway_lockdown`.
@@ -566,6 +574,38 @@ impl Metrics {
         for (name, help, value) in gauges {
             enc.family(name, Kind::Gauge, help);
             enc.sample(name, &[], value);
+        }
+
+        if let Some(egress) = self.egress.get()
+            && !egress.servers.is_empty()
+        {
+            let reports = egress.report();
+            enc.family(
+                "mcp_gateway_egress_enforcing",
+                Kind::Gauge,
+                "1 when the kernel enforces this confined server's egress rules (its cgroup's programs are attached and the maps hold its rules, checked at each scrape), else 0.",
+            );
+            for r in &reports {
+                enc.sample(
+                    "mcp_gateway_egress_enforcing",
+                    &[("server", &r.name)],
+                    i64::from(r.enforcing),
+                );
+            }
+            enc.family(
+                "mcp_gateway_egress_denied",
+                Kind::Counter,
+                "Connections and datagrams of a confined server refused by its egress rules, by destination address and port (destination=\"other\" past 32 destinations per server).",
+            );
+            for r in &reports {
+                for (destination, count) in &r.denied {
+                    enc.sample(
+                        "mcp_gateway_egress_denied_total",
+                        &[("server", &r.name), ("destination", destination)],
+                        *count,
+                    );
+                }
+            }
         }
 
         enc.family(

@@ -9,6 +9,8 @@
 //! - `get ADDR HOST TOKEN FROM`: `GET /mcp` with that Host and bearer token, from FROM;
 //!   prints the status code, `timeout` or `err ...`.
 //! - `bind ADDR`: one bind(); prints `ok LOCAL_ADDR` or `err ERRNO MESSAGE`.
+//! - `sendto ADDR`: one UDP datagram from an unconnected socket; prints `ok` or
+//!   `err ERRNO MESSAGE`.
 //!
 //! The cgroup is joined first (sockets belong to the cgroup of the task that creates them;
 //! exclusive-upstream checks the caller's cgroup), then the namespace (`/run/netns/NAME`, as
@@ -55,9 +57,10 @@ fn main() {
         }
         [cmd, addr, host, token, from] if cmd == "get" => get(addr, host, token, from),
         [cmd, addr] if cmd == "bind" => bind(addr),
+        [cmd, addr] if cmd == "sendto" => sendto(addr),
         _ => fail(
             "usage: netprobe [--cgroup DIR] [--netns NAME] \
-             (listen ADDR | connect ADDR [TIMEOUT_MS] | bind ADDR)",
+             (listen ADDR | connect ADDR [TIMEOUT_MS] | bind ADDR | sendto ADDR)",
         ),
     }
 }
@@ -106,6 +109,16 @@ fn connect(addr: &str, timeout_ms: u64) {
     match TcpStream::connect_timeout(&parse(addr), Duration::from_millis(timeout_ms)) {
         Ok(_) => println!("ok"),
         Err(e) if e.kind() == ErrorKind::TimedOut => println!("timeout"),
+        Err(e) => println!("err {} {e}", e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+fn sendto(addr: &str) {
+    let to = parse(addr);
+    let from = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let sent = std::net::UdpSocket::bind(from).and_then(|s| s.send_to(b"probe", to));
+    match sent {
+        Ok(_) => println!("ok"),
         Err(e) => println!("err {} {e}", e.raw_os_error().unwrap_or(0)),
     }
 }

@@ -1,0 +1,437 @@
+//! Egress allowlists per server, enforced by the kernel on each server's cgroup.
+//!
+//! The real `mcp-gateway` runs in the root namespace with its programs on a cgroup of the
+//! test's own; each "MCP server" is a cgroup of the test's own too, whose processes (netprobe,
+//! run in a network namespace of the test's) try to reach listeners in that namespace. Every
+//! test first shows the destination is reachable without the rules, so it fails when the
+//! protection is absent.
+use std::{
+    fs,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mcp_gateway_tests::{
+    cgroup::TestCgroup,
+    e2e::TempDir,
+    gateway::ConfigGateway,
+    netns::NetnsGuard,
+    pins::PinDir,
+    probe::{listen, probe},
+    process::{ChildGuard, gateway_bin, gateway_output, in_cgroup, netprobe},
+    prometheus::{free_port, parse, scrape, value, wait_listening},
+    require_privileges,
+};
+use serde_json::Value;
+
+const EPERM: &str = "err 1 ";
+
+/// `connect` from a process of `cgroup` (netprobe joins it itself).
+fn connect_from(cgroup: &Path, ns: &NetnsGuard, addr: &str) -> String {
+    probe(Some(cgroup), ns, &["connect", addr, "400"])
+}
+
+fn sendto_from(cgroup: &Path, ns: &NetnsGuard, addr: &str) -> String {
+    probe(Some(cgroup), ns, &["sendto", addr])
+}
+
+/// `connect` from a grandchild of a shell started in `cgroup`: the process never joins a
+/// cgroup itself, it inherits the server's.
+fn connect_from_grandchild(cgroup: &Path, ns: &NetnsGuard, addr: &str) -> String {
+    let probe = netprobe().get_program().to_owned();
+    let inner = format!(
+        "'{}' --netns {} connect {addr} 400",
+        probe.to_string_lossy(),
+        ns.name()
+    );
+    let out = in_cgroup(Some(cgroup), Path::new("sh"))
+        .arg("-c")
+        .arg(format!("sh -c \"{inner}\""))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running the grandchild probe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn status(pins: &PinDir) -> Value {
+    let out = gateway_output(&["status", "--json", "--pin-dir", pins.arg()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+fn egress_links(pins: &PinDir) -> Vec<String> {
+    let mut found = Vec::new();
+    for dir in [pins.path().to_owned()].into_iter().chain(
+        fs::read_dir(pins.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    ) {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("link-egress_") {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Removes the pins (and so every program) however the test ends.
+struct Detach<'a>(&'a PinDir);
+
+impl Drop for Detach<'_> {
+    fn drop(&mut self) {
+        let _ = gateway_output(&["detach", "--all", "--pin-dir", self.0.arg()]);
+        let _ = fs::remove_dir_all(self.0.path());
+    }
+}
+
+#[test]
+#[ignore = "privileged: needs root with CAP_BPF and cgroup v2; run by `cargo xtask test`"]
+fn each_confined_server_reaches_only_its_own_destinations() {
+    require_privileges();
+    let ns = NetnsGuard::new("egress");
+    let listeners = TestCgroup::new("egress-listeners");
+    let gateway_cg = TestCgroup::new("egress-gw");
+    let a = TestCgroup::new("egress-a");
+    let b = TestCgroup::new("egress-b");
+    let a_child = a.child("worker");
+    let pins = PinDir::new("egress");
+    let _detach = Detach(&pins);
+    let (pa, pb) = (18311, 18312);
+    let _la = listen(listeners.path(), &ns, &format!("127.0.0.1:{pa}"));
+    let _lb = listen(listeners.path(), &ns, &format!("127.0.0.1:{pb}"));
+    let _la6 = listen(listeners.path(), &ns, &format!("[::1]:{pa}"));
+    let (to_a, to_b, to_a6) = (
+        format!("127.0.0.1:{pa}"),
+        format!("127.0.0.1:{pb}"),
+        format!("[::1]:{pa}"),
+    );
+    // Without rules, both servers reach everything.
+    for cg in [a.path(), b.path()] {
+        for dest in [&to_a, &to_b, &to_a6] {
+            assert_eq!(connect_from(cg, &ns, dest), "ok", "{dest} before any rule");
+        }
+    }
+
+    let config = format!(
+        r#"
+        [[server]]
+        name = "a"
+        listen = "127.0.0.1:{la}"
+        upstream = "http://127.0.0.1:9/mcp"
+        cgroup = "{a}"
+        egress = ["127.0.0.1:{pa}", "198.51.100.0/24:*"]
+
+        [[server]]
+        name = "b"
+        listen = "127.0.0.1:{lb}"
+        upstream = "http://127.0.0.1:9/mcp"
+        cgroup = "{b}"
+        egress = ["127.0.0.1:{pb}"]
+        "#,
+        la = free_port(),
+        lb = free_port(),
+        a = a.path().display(),
+        b = b.path().display(),
+    );
+    let cgroup_arg = gateway_cg.path().to_str().unwrap().to_owned();
+    let mut gw = ConfigGateway::start(
+        &config,
+        &[
+            "--ebpf",
+            "required",
+            "--cgroup",
+            &cgroup_arg,
+            "--pin-dir",
+            pins.arg(),
+        ],
+    );
+    // Logged before the servers listen, so already read by `start`.
+    for server in ["a", "b"] {
+        assert!(
+            gw.child
+                .logged("egress rules in force")
+                .is_some_and(|_| gw.child.logged(&format!("server={server} ")).is_some()),
+            "no `egress rules in force` line for {server}"
+        );
+    }
+
+    // Server a: its rule, not b's; TCP and UDP; IPv6 loopback is another destination.
+    assert_eq!(connect_from(a.path(), &ns, &to_a), "ok");
+    assert!(connect_from(a.path(), &ns, &to_b).starts_with(EPERM));
+    assert!(sendto_from(a.path(), &ns, &to_b).starts_with(EPERM));
+    assert_eq!(sendto_from(a.path(), &ns, &to_a), "ok");
+    assert!(connect_from(a.path(), &ns, &to_a6).starts_with(EPERM));
+    // A network rule with any port: the datagram leaves the hook (and then has no route).
+    assert!(!sendto_from(a.path(), &ns, "198.51.100.7:9").starts_with(EPERM));
+    // Its children's children, and a cgroup its processes made below its own.
+    assert!(connect_from_grandchild(a.path(), &ns, &to_b).starts_with(EPERM));
+    assert_eq!(connect_from_grandchild(a.path(), &ns, &to_a), "ok");
+    assert!(connect_from(&a_child, &ns, &to_b).starts_with(EPERM));
+    assert_eq!(connect_from(&a_child, &ns, &to_a), "ok");
+    // Server b has its own rules; an unconfined process is untouched.
+    assert_eq!(connect_from(b.path(), &ns, &to_b), "ok");
+    assert!(connect_from(b.path(), &ns, &to_a).starts_with(EPERM));
+    assert_eq!(connect_from(listeners.path(), &ns, &to_b), "ok");
+
+    // A process that lives on after its refused connect: its log line names it.
+    let script = format!(
+        "import socket, sys, time\ntry:\n    socket.create_connection(('127.0.0.1', {pb}), 1)\n    print('ok')\nexcept OSError as e:\n    print('err', e.errno)\nsys.stdout.flush()\ntime.sleep(3)\n"
+    );
+    let mut python = in_cgroup(Some(a.path()), Path::new("nsenter"));
+    python
+        .arg(format!("--net=/run/netns/{}", ns.name()))
+        .args(["--", "python3", "-c", &script]);
+    let mut python = ChildGuard::spawn(&mut python);
+    assert_eq!(python.read_line(), "err 1");
+    let line = gw
+        .child
+        .wait_for_log("comm=python3", Duration::from_secs(5));
+    assert!(
+        line.contains("egress denied") && line.contains(&format!("pid={}", python.id())),
+        "the denial names the process: {line}"
+    );
+    drop(python);
+
+    // Exact counts: a was refused 127.0.0.1:pb five times (connect, sendto, grandchild, child
+    // cgroup, python) and [::1]:pa once; b was refused 127.0.0.1:pa once.
+    let samples = gw.samples();
+    let denied = |server: &str, dest: &str| {
+        value(
+            &samples,
+            "mcp_gateway_egress_denied_total",
+            &[("server", server), ("destination", dest)],
+        )
+    };
+    assert_eq!(denied("a", &to_b), 5.0);
+    assert_eq!(denied("a", &to_a6), 1.0);
+    assert_eq!(denied("b", &to_a), 1.0);
+    assert_eq!(
+        value(
+            &samples,
+            "mcp_gateway_egress_denied_total",
+            &[("server", "b")]
+        ),
+        1.0
+    );
+    for server in ["a", "b"] {
+        assert_eq!(
+            value(
+                &samples,
+                "mcp_gateway_egress_enforcing",
+                &[("server", server)]
+            ),
+            1.0,
+            "{server}"
+        );
+    }
+
+    let report = status(&pins);
+    let rows = report["egress"].as_array().expect("egress rows");
+    let row = |server: &str| {
+        rows.iter()
+            .find(|r| r["server"] == server)
+            .unwrap_or_else(|| panic!("no egress row for {server}: {report}"))
+    };
+    assert_eq!(row("a")["attached"], true);
+    assert_eq!(row("a")["alive"], true);
+    assert_eq!(row("a")["denied"], 6);
+    assert!(
+        row("a")["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == &format!("127.0.0.1:{pa}")),
+        "{report}"
+    );
+
+    // The rules outlive the gateway (fail closed), and `detach` takes them away.
+    gw.child.signal(libc::SIGTERM);
+    assert!(gw.child.wait_exit(Duration::from_secs(15)).is_some());
+    assert!(connect_from(a.path(), &ns, &to_b).starts_with(EPERM));
+    assert!(!egress_links(&pins).is_empty());
+    let out = gateway_output(&["detach", "--all", "--pin-dir", pins.arg()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(egress_links(&pins), Vec::<String>::new());
+    assert_eq!(connect_from(a.path(), &ns, &to_b), "ok");
+}
+
+#[test]
+#[ignore = "privileged: needs root with CAP_BPF and cgroup v2; run by `cargo xtask test`"]
+fn a_name_is_followed_and_its_old_address_kept_one_more_round() {
+    require_privileges();
+    let ns = NetnsGuard::new("egress-dns");
+    let listeners = TestCgroup::new("egress-dns-listeners");
+    let gateway_cg = TestCgroup::new("egress-dns-gw");
+    let server = TestCgroup::new("egress-dns-srv");
+    let pins = PinDir::new("egress-dns");
+    let _detach = Detach(&pins);
+    let port = 18321;
+    let (old, new) = (format!("127.0.0.10:{port}"), format!("127.0.0.11:{port}"));
+    let _l_old = listen(listeners.path(), &ns, &old);
+    let _l_new = listen(listeners.path(), &ns, &new);
+    assert_eq!(
+        connect_from(server.path(), &ns, &new),
+        "ok",
+        "before any rule"
+    );
+
+    // The gateway resolves through an /etc/hosts of the test's own, in a mount namespace.
+    let dir = TempDir::new("egress-hosts");
+    let hosts = dir.path().join("hosts");
+    let write_hosts = |ip: &str| {
+        // In place: the bind mount shows this inode.
+        fs::write(
+            &hosts,
+            format!("127.0.0.1 localhost\n{ip} mcp-upstream.egress.test\n"),
+        )
+        .expect("writing hosts");
+    };
+    write_hosts("127.0.0.10");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(&hosts)
+        .arg(gateway_bin())
+        .env("RUST_LOG", "info")
+        .args(["run", "--upstream", "http://127.0.0.1:9/mcp", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(["--metrics-listen", &metrics])
+        .args(["--ebpf", "required", "--cgroup"])
+        .arg(gateway_cg.path())
+        .args(["--pin-dir", pins.arg(), "--egress-cgroup"])
+        .arg(server.path())
+        .args([
+            "--egress",
+            &format!("mcp-upstream.egress.test:{port}"),
+            "--egress-refresh-secs",
+            "5",
+        ]);
+    let mut gw = ChildGuard::spawn_logged(&mut cmd);
+    gw.wait_for_log("egress rules in force", Duration::from_secs(30));
+    wait_listening(metrics.parse().unwrap(), Duration::from_secs(10));
+    assert_eq!(connect_from(server.path(), &ns, &old), "ok");
+    assert!(connect_from(server.path(), &ns, &new).starts_with(EPERM));
+
+    write_hosts("127.0.0.11");
+    wait_until(
+        "the new address is allowed",
+        Duration::from_secs(15),
+        || connect_from(server.path(), &ns, &new) == "ok",
+    );
+    // Straight after the refresh that brought the new address, the old one is still allowed.
+    assert_eq!(connect_from(server.path(), &ns, &old), "ok");
+    let report = status(&pins);
+    let rules = report["egress"][0]["rules"].to_string();
+    assert!(
+        rules.contains("127.0.0.10") && rules.contains("127.0.0.11"),
+        "{report}"
+    );
+    // One refresh later it is gone.
+    wait_until(
+        "the old address is dropped",
+        Duration::from_secs(15),
+        || connect_from(server.path(), &ns, &old).starts_with(EPERM),
+    );
+    assert_eq!(connect_from(server.path(), &ns, &new), "ok");
+    let samples = parse(&scrape(metrics.parse().unwrap()));
+    assert_eq!(
+        value(
+            &samples,
+            "mcp_gateway_egress_enforcing",
+            &[("server", "default")]
+        ),
+        1.0
+    );
+}
+
+/// The start-up errors of bad egress configuration name the server and the entry.
+#[test]
+fn bad_egress_configuration_is_refused_with_the_reason() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--egress", "api.example.com", "--egress-cgroup", "x"],
+            "give a port",
+        ),
+        (
+            &["--egress", "10.0.0.1/8:443", "--egress-cgroup", "x"],
+            "host bits",
+        ),
+        (&["--egress", "127.0.0.1:6379"], "needs the server's cgroup"),
+        (&["--egress-cgroup", "x"], "without egress rules"),
+    ];
+    for (args, needle) in cases {
+        let mut all = vec![
+            "run",
+            "--check-config",
+            "--upstream",
+            "http://127.0.0.1:9/mcp",
+        ];
+        all.extend_from_slice(args);
+        let out = gateway_output(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(
+            err.contains("egress") || err.contains("cgroup"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// A cgroup that is not a cgroup-v2 directory stops the start, naming the server.
+#[test]
+fn a_cgroup_that_is_not_a_cgroup_is_refused_at_start() {
+    if mcp_gateway_tests::cgroup::cgroup2_mount().is_none() {
+        eprintln!("skipped: no cgroup v2 mount here, so cgroups are not checked at start");
+        return;
+    }
+    let out = gateway_output(&[
+        "run",
+        "--ebpf",
+        "off",
+        "--upstream",
+        "http://127.0.0.1:9/mcp",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+        "--egress",
+        "127.0.0.1:6379",
+        "--egress-cgroup",
+        "/tmp",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("server `default`") && err.contains("not a cgroup-v2 directory"),
+        "{err}"
+    );
+}
