@@ -393,15 +393,15 @@ fn count_denial(cgroup: u64, addr: [u8; 16], port: u16, proto: u8) {
             u64::from_ne_bytes([p0, p1, proto, 0, 0, 0, 0, 0]),
         ])
     };
-    if let Some(value) = EGRESS_DENIED.get_ptr_mut(&key) {
+    if let Some(value) = EGRESS_DENIED.get_ptr_mut(key) {
         // SAFETY: as in `bump`: this CPU's copy, valid for this run, no other writer.
         unsafe { *value += 1 };
         return;
     }
     if EGRESS_DENIED
-        .insert(&key, 1, u64::from(BPF_NOEXIST))
+        .insert(key, 1, u64::from(BPF_NOEXIST))
         .is_err()
-        && let Some(value) = EGRESS_DENIED.get_ptr_mut(&key)
+        && let Some(value) = EGRESS_DENIED.get_ptr_mut(key)
     {
         // SAFETY: as above.
         unsafe { *value += 1 };

@@ -170,7 +170,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .collect();
     // Before any upstream connection: with --exclusive-upstream this moves us into our own
     // cgroup, the one allowed to connect. Held until exit; the pins keep enforcing after it.
-    let mut enforcement = kernel::start(&kernel_settings, &instance, &ports)?;
+    let enforcement = kernel::start(&kernel_settings, &instance, &ports)?;
     // What each confined server may reach. Always started: it also releases the cgroups an
     // earlier run of this instance confined and this one no longer does.
     let confined: Vec<ServerEgress> = bound
@@ -185,13 +185,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         })
         .collect();
     let egress = Egress::start(
-        enforcement.as_mut(),
+        enforcement
+            .as_ref()
+            .map(|e| (e.status().pin_dir.clone(), e.status().cgroup_id)),
         kernel_settings.mode == EbpfMode::Required,
         &instance,
         confined,
     )
     .await?;
-    let refresher = egress.spawn_refresh(egress_refresh);
+    let refresher = egress.spawn_watch(egress_refresh);
     let infos: Vec<ServerInfo> = bound
         .iter()
         .map(|(s, _)| ServerInfo {

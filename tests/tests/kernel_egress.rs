@@ -266,6 +266,28 @@ fn each_confined_server_reaches_only_its_own_destinations() {
         "{report}"
     );
 
+    // A restart of b's unit makes its cgroup anew (a new id, nothing attached): while it is
+    // gone the metric says so, and the new one is confined within seconds.
+    let enforcing_b = || {
+        value(
+            &gw.samples(),
+            "mcp_gateway_egress_enforcing",
+            &[("server", "b")],
+        )
+    };
+    let old_id = b.id();
+    fs::remove_dir(b.path()).expect("removing b's cgroup");
+    assert_eq!(enforcing_b(), 0.0, "b's cgroup is gone");
+    fs::create_dir(b.path()).expect("making b's cgroup anew");
+    assert_ne!(b.id(), old_id);
+    wait_until(
+        "b's new cgroup is confined",
+        Duration::from_secs(10),
+        || connect_from(b.path(), &ns, &to_a).starts_with(EPERM),
+    );
+    assert_eq!(connect_from(b.path(), &ns, &to_b), "ok");
+    assert_eq!(enforcing_b(), 1.0);
+
     // The rules outlive the gateway (fail closed), and `detach` takes them away.
     gw.child.signal(libc::SIGTERM);
     assert!(gw.child.wait_exit(Duration::from_secs(15)).is_some());
@@ -404,6 +426,35 @@ fn bad_egress_configuration_is_refused_with_the_reason() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// `--check-config` says what each confined server may reach.
+#[test]
+fn check_config_shows_the_egress_rules() {
+    let out = gateway_output(&[
+        "run",
+        "--check-config",
+        "--upstream",
+        "http://127.0.0.1:9/mcp",
+        "--egress",
+        "API.example.com:443,10.0.0.0/8:*",
+        "--egress-cgroup",
+        "system.slice/mcp-fetch.service",
+        "--egress-dns",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "egress of cgroup system.slice/mcp-fetch.service: only api.example.com:443, \
+             10.0.0.0/8:* and the resolvers of /etc/resolv.conf on port 53"
+        ),
+        "{stdout}"
+    );
 }
 
 /// A cgroup that is not a cgroup-v2 directory stops the start, naming the server.

@@ -77,6 +77,24 @@ fn server(out: &mut String, s: &ServerSettings) {
             "  the browser's Origin reaches the upstream unchanged (pass_origin)"
         );
     }
+    if let Some(e) = &s.egress {
+        let rules: Vec<String> = e.rules.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            out,
+            "  egress of cgroup {}: only {}{}",
+            e.cgroup.display(),
+            if rules.is_empty() {
+                "nothing".to_owned()
+            } else {
+                rules.join(", ")
+            },
+            if e.dns {
+                " and the resolvers of /etc/resolv.conf on port 53"
+            } else {
+                ""
+            }
+        );
+    }
     let m = &s.mcp;
     if !(m.allowed_tools.is_empty() && m.denied_tools.is_empty() && m.allowed_methods.is_empty()) {
         let _ = writeln!(

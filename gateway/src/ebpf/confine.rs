@@ -8,16 +8,17 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
-use gateway_common::EgressEvent;
+use aya::{Ebpf, programs::links::PinnedLink};
+use gateway_common::{EgressEvent, program};
 
 use super::{
-    EbpfError, Enforcement,
+    EbpfError,
     egress::{self, EgressMaps},
     enforce::LOCK_TIMEOUT,
     registry::{self, LayoutLock, Registry},
@@ -34,6 +35,8 @@ use crate::egress::{
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// How long one name lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a server's cgroup is checked for having been made anew.
+const CGROUP_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Denial log lines per server per window.
 const LOG_BURST: u32 = 10;
 const LOG_WINDOW: Duration = Duration::from_secs(10);
@@ -54,13 +57,18 @@ pub struct ServerEgress {
 pub struct Confinement {
     pub name: String,
     pub cgroup: PathBuf,
-    pub cgroup_id: u64,
+    /// The id of the cgroup now confined; it changes when the cgroup is made anew (a systemd
+    /// unit's restart), and the gateway follows.
+    cgroup_id: AtomicU64,
     pub rules: Vec<Rule>,
     pub dns: bool,
     names: Mutex<Names>,
     resolvers: Mutex<Vec<IpAddr>>,
     /// Set once this run loaded its entries and attached the programs.
     in_force: AtomicBool,
+    /// Set when someone else released the cgroup (`mcp-gateway detach`): this run leaves it
+    /// alone from then on.
+    withdrawn: AtomicBool,
     labels: Mutex<Labels>,
     budget: Mutex<LogBudget>,
 }
@@ -95,6 +103,10 @@ impl Confinement {
         )
     }
 
+    pub fn cgroup_id(&self) -> u64 {
+        self.cgroup_id.load(Ordering::Relaxed)
+    }
+
     /// Name -> the addresses allowed for it now.
     pub fn resolved(&self) -> BTreeMap<String, BTreeSet<IpAddr>> {
         self.names
@@ -117,9 +129,32 @@ pub struct ServerReport {
 #[derive(Debug)]
 pub struct Egress {
     /// `None` when the kernel layer is off: nothing is enforced.
-    pin_dir: Option<PathBuf>,
+    kernel: Option<Kernel>,
     instance_id: u64,
     pub servers: Vec<Arc<Confinement>>,
+}
+
+/// The egress programs of this process: its own object, loaded against the pinned maps, so
+/// it can attach them to a server's cgroup whenever that cgroup is made anew.
+struct Kernel {
+    pin_dir: PathBuf,
+    /// The cgroup the gateway's port programs attach to (never confined).
+    gateway_cgroup: u64,
+    programs: Mutex<Programs>,
+}
+
+struct Programs {
+    bpf: Ebpf,
+    /// Held for the process's life; the pins keep the programs attached after it.
+    links: Vec<PinnedLink>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("pin_dir", &self.pin_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The absolute cgroup directory of `configured`, checked to be a cgroup-v2 directory where
@@ -209,18 +244,19 @@ async fn resolve(c: &Confinement) {
 }
 
 impl Egress {
-    /// Confines every server of `servers`: with `enforcement`, in the kernel; without it, only
-    /// a loud warning (an error when `required`). Also releases cgroups this instance confined
-    /// in an earlier run and no longer does.
+    /// Confines every server of `servers`: with `kernel` (the pin directory and the gateway's
+    /// own cgroup id, when kernel enforcement is in force), in the kernel; without it, only a
+    /// loud warning (an error when `required`). Also releases the cgroups an earlier run of
+    /// this instance confined and this one no longer does.
     pub async fn start(
-        enforcement: Option<&mut Enforcement>,
+        kernel: Option<(PathBuf, u64)>,
         required: bool,
         instance: &str,
         servers: Vec<ServerEgress>,
     ) -> anyhow::Result<Arc<Self>> {
         let instance_id = registry::instance_id(instance);
         let mount = system::cgroup2_mount();
-        let mut confined = Vec::with_capacity(servers.len());
+        let mut confined: Vec<Arc<Confinement>> = Vec::with_capacity(servers.len());
         for s in servers {
             let (cgroup, cgroup_id) = match &mount {
                 Some(mount) => {
@@ -233,7 +269,7 @@ impl Egress {
             };
             if let Some(other) = confined
                 .iter()
-                .find(|c: &&Arc<Confinement>| c.cgroup_id == cgroup_id && cgroup_id != 0)
+                .find(|c| c.cgroup == cgroup && cgroup_id != 0)
             {
                 bail!(
                     "servers `{}` and `{}` both confine cgroup {}: give each server its own cgroup",
@@ -245,12 +281,13 @@ impl Egress {
             confined.push(Arc::new(Confinement {
                 name: s.name,
                 cgroup,
-                cgroup_id,
+                cgroup_id: AtomicU64::new(cgroup_id),
                 rules: s.rules,
                 dns: s.dns,
                 names: Mutex::default(),
                 resolvers: Mutex::default(),
                 in_force: AtomicBool::new(false),
+                withdrawn: AtomicBool::new(false),
                 labels: Mutex::default(),
                 budget: Mutex::new(LogBudget::new(LOG_BURST, LOG_WINDOW)),
             }));
@@ -258,7 +295,7 @@ impl Egress {
         for c in &confined {
             resolve(c).await;
         }
-        let Some(enforcement) = enforcement else {
+        let Some((pin_dir, gateway_cgroup)) = kernel else {
             for c in &confined {
                 if required {
                     bail!(
@@ -269,23 +306,48 @@ impl Egress {
                 tracing::warn!(server = %c.name, cgroup = %c.cgroup.display(), "EGRESS RULES ARE NOT ENFORCED: kernel enforcement is off, so this server may connect anywhere. See `mcp-gateway doctor`");
             }
             return Ok(Arc::new(Self {
-                pin_dir: None,
+                kernel: None,
                 instance_id,
                 servers: confined,
             }));
         };
-        let pin_dir = enforcement.status().pin_dir.clone();
-        let gateway_cgroup = enforcement.status().cgroup_id;
-        let result = confine_all(
-            enforcement,
-            &pin_dir,
+        let loaded = super::enforce::load_pinned(&pin_dir);
+        let mut bpf = match loaded {
+            Ok(bpf) => bpf,
+            Err(e) if required => {
+                return Err(anyhow::Error::from(e)
+                    .context("egress rules need kernel enforcement (--ebpf required)"));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "EGRESS RULES ARE NOT ENFORCED: loading the egress programs failed; see `mcp-gateway doctor`");
+                return Ok(Arc::new(Self {
+                    kernel: None,
+                    instance_id,
+                    servers: confined,
+                }));
+            }
+        };
+        if let Some(events) = bpf
+            .take_map(gateway_common::map::EGRESS_EVENTS)
+            .and_then(|m| aya::maps::RingBuf::try_from(m).ok())
+        {
+            spawn_event_log(events, confined.clone());
+        }
+        let this = Arc::new(Self {
+            kernel: Some(Kernel {
+                pin_dir,
+                gateway_cgroup,
+                programs: Mutex::new(Programs {
+                    bpf,
+                    links: Vec::new(),
+                }),
+            }),
             instance_id,
-            gateway_cgroup,
-            &confined,
-        );
-        match result {
+            servers: confined,
+        });
+        match this.confine_all() {
             Ok(()) => {
-                for c in &confined {
+                for c in &this.servers {
                     let rules: Vec<String> = c.rules.iter().map(ToString::to_string).collect();
                     tracing::info!(server = %c.name, cgroup = %c.cgroup.display(), rules = %rules.join(","), dns = c.dns, "egress rules in force: this server may reach only these destinations");
                 }
@@ -298,77 +360,177 @@ impl Egress {
                 tracing::warn!(error = %e, "EGRESS RULES ARE NOT ENFORCED: confining the servers' cgroups failed; see `mcp-gateway doctor`");
             }
         }
-        if let Some(events) = enforcement.take_egress_events() {
-            spawn_event_log(events, confined.clone());
-        }
-        Ok(Arc::new(Self {
-            pin_dir: Some(pin_dir),
-            instance_id,
-            servers: confined,
-        }))
+        Ok(this)
     }
 
-    /// Resolves the names again every `every`, and rewrites the changed entries.
-    pub fn spawn_refresh(self: &Arc<Self>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
-        let needs = self
-            .servers
-            .iter()
-            .any(|c| c.dns || !rule::names(&c.rules).is_empty());
-        if !needs {
+    /// Under the layout lock: refuses a cgroup another live instance confines, loads each
+    /// server's entries, attaches the programs, and releases this instance's cgroups of an
+    /// earlier run that are no longer configured.
+    fn confine_all(&self) -> Result<(), EbpfError> {
+        let Some(kernel) = &self.kernel else {
+            return Ok(());
+        };
+        let _lock = LayoutLock::acquire(&kernel.pin_dir, LOCK_TIMEOUT)?;
+        let mut maps = open_maps(&kernel.pin_dir)?;
+        let registry = Registry::open(&kernel.pin_dir)?;
+        for c in &self.servers {
+            if let Some((owner, server)) = maps.owner(c.cgroup_id())?
+                && owner != self.instance_id
+            {
+                let live = match &registry {
+                    Some(r) => r.get(owner)?.filter(|i| i.is_alive()),
+                    None => None,
+                };
+                if let Some(other) = live {
+                    return Err(EbpfError::Instance(format!(
+                        "server `{}`: cgroup {} is already confined by server `{server}` of \
+                         instance `{}` (pid {}); one cgroup has one set of egress rules",
+                        c.name,
+                        c.cgroup.display(),
+                        other.claim.instance,
+                        other.process.pid
+                    )));
+                }
+            }
+            self.confine(kernel, &mut maps, c, c.cgroup_id())?;
+        }
+        let wanted: BTreeSet<u64> = self.servers.iter().map(|c| c.cgroup_id()).collect();
+        for old in maps.read()? {
+            if old.instance == self.instance_id && !wanted.contains(&old.cgroup_id) {
+                tracing::info!(server = %old.server, cgroup_id = old.cgroup_id, "egress: releasing a cgroup this instance no longer confines");
+                maps.release(old.cgroup_id)?;
+                egress::remove_links(&kernel.pin_dir, old.cgroup_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads `c`'s entries for cgroup `id` and attaches the programs there.
+    fn confine(
+        &self,
+        kernel: &Kernel,
+        maps: &mut EgressMaps,
+        c: &Confinement,
+        id: u64,
+    ) -> Result<(), EbpfError> {
+        if id == kernel.gateway_cgroup {
+            return Err(EbpfError::Instance(format!(
+                "server `{}`: cgroup {} is the one the gateway's programs attach to (--cgroup); \
+                 confine the server's own cgroup",
+                c.name,
+                c.cgroup.display()
+            )));
+        }
+        let file = std::fs::File::open(&c.cgroup).map_err(|source| EbpfError::Cgroup {
+            path: c.cgroup.display().to_string(),
+            source,
+        })?;
+        maps.confine(id, self.instance_id, &c.name, &c.summary(), &c.entries())?;
+        let mut programs = kernel
+            .programs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Programs { bpf, links } = &mut *programs;
+        match super::enforce::attach(bpf, &kernel.pin_dir, &file, id, &program::EGRESS, true) {
+            Ok((new, _)) => links.extend(new),
+            Err(e) => {
+                // Not in force: withdraw the entries rather than leave rules nobody enforces.
+                let _ = maps.release(id);
+                c.in_force.store(false, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        c.cgroup_id.store(id, Ordering::Relaxed);
+        c.in_force.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Every second: follows a server's cgroup made anew (a unit's restart gives it a new id,
+    /// without the programs), and every `refresh`, looks the names up again and rewrites the
+    /// changed entries.
+    pub fn spawn_watch(self: &Arc<Self>, refresh: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        self.kernel.as_ref()?;
+        if self.servers.is_empty() {
             return None;
         }
         let this = self.clone();
         Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
+            let mut tick = tokio::time::interval(CGROUP_CHECK_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_refresh = Instant::now();
             loop {
                 tick.tick().await;
+                let names_due = last_refresh.elapsed() >= refresh;
+                if names_due {
+                    last_refresh = Instant::now();
+                }
                 for c in &this.servers {
-                    resolve(c).await;
-                    if let Err(e) = this.rewrite(c) {
-                        tracing::warn!(server = %c.name, error = %e, "egress: updating the rules after a refresh failed; the previous rules stay in force");
+                    if names_due {
+                        resolve(c).await;
+                    }
+                    let this = this.clone();
+                    let c = c.clone();
+                    let done = tokio::task::spawn_blocking(move || this.check(&c, names_due)).await;
+                    if let Ok(Err(e)) = done {
+                        tracing::warn!(error = %e, "egress: updating the rules failed; the previous rules stay in force");
                     }
                 }
             }
         }))
     }
 
-    /// Writes `c`'s entries again, if this instance still owns its cgroup.
-    fn rewrite(&self, c: &Confinement) -> Result<(), EbpfError> {
-        let Some(pin_dir) = &self.pin_dir else {
+    /// Confines `c`'s cgroup again if it was made anew; rewrites its entries when `rewrite`.
+    fn check(&self, c: &Confinement, rewrite: bool) -> Result<(), EbpfError> {
+        let Some(kernel) = &self.kernel else {
             return Ok(());
         };
-        if !c.in_force.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let Some(mut maps) = EgressMaps::open(pin_dir)? else {
-            c.in_force.store(false, Ordering::Relaxed);
-            tracing::warn!(server = %c.name, "EGRESS RULES ARE NO LONGER ENFORCED: the egress maps are gone (mcp-gateway detach?)");
-            return Ok(());
-        };
-        match maps.owner(c.cgroup_id)? {
-            Some((owner, _)) if owner == self.instance_id => maps.confine(
-                c.cgroup_id,
-                self.instance_id,
-                &c.name,
-                &c.summary(),
-                &c.entries(),
-            ),
-            _ => {
-                c.in_force.store(false, Ordering::Relaxed);
-                tracing::warn!(server = %c.name, "EGRESS RULES ARE NO LONGER ENFORCED: this server's cgroup was released (mcp-gateway detach?); restart the gateway to confine it again");
-                Ok(())
+        let now = system::cgroup_id(&c.cgroup).ok();
+        let id = c.cgroup_id();
+        if now.is_none() {
+            if c.in_force.swap(false, Ordering::Relaxed) {
+                tracing::warn!(server = %c.name, cgroup = %c.cgroup.display(), "EGRESS RULES ARE NOT ENFORCED: the server's cgroup is gone (its unit stopped?); it is confined again as soon as it is back");
             }
+            return Ok(());
         }
+        let Some(mut maps) = EgressMaps::open(&kernel.pin_dir)? else {
+            if c.in_force.swap(false, Ordering::Relaxed) {
+                tracing::warn!(server = %c.name, "EGRESS RULES ARE NO LONGER ENFORCED: the egress maps are gone (mcp-gateway detach?); restart the gateway to confine it again");
+            }
+            return Ok(());
+        };
+        let owned = maps
+            .owner(id)?
+            .is_some_and(|(owner, _)| owner == self.instance_id);
+        if now != Some(id) && !c.withdrawn.load(Ordering::Relaxed) {
+            // A cgroup made anew at the same path (or back after it was gone).
+            let new = now.unwrap_or_default();
+            let _lock = LayoutLock::acquire(&kernel.pin_dir, LOCK_TIMEOUT)?;
+            self.confine(kernel, &mut maps, c, new)?;
+            if id != new {
+                maps.release(id)?;
+                egress::remove_links(&kernel.pin_dir, id);
+            }
+            tracing::info!(server = %c.name, cgroup = %c.cgroup.display(), "egress: the server's cgroup was made anew (a restart?); its rules are in force again");
+            return Ok(());
+        }
+        if !owned {
+            c.withdrawn.store(true, Ordering::Relaxed);
+            if c.in_force.swap(false, Ordering::Relaxed) {
+                tracing::warn!(server = %c.name, "EGRESS RULES ARE NO LONGER ENFORCED: this server's cgroup was released (mcp-gateway detach?); restart the gateway to confine it again");
+            }
+            return Ok(());
+        }
+        if rewrite {
+            maps.confine(id, self.instance_id, &c.name, &c.summary(), &c.entries())?;
+        }
+        Ok(())
     }
 
-    /// Per server: whether its rules are in force (checked now, from the pins), and its
-    /// denials by bounded destination label.
+    /// Per server: whether its rules are in force (checked now, from the pins and the cgroup),
+    /// and its denials by bounded destination label.
     pub fn report(&self) -> Vec<ServerReport> {
-        let maps = self
-            .pin_dir
-            .as_deref()
-            .and_then(|dir| EgressMaps::open(dir).ok().flatten());
+        let pin_dir = self.kernel.as_ref().map(|k| k.pin_dir.as_path());
+        let maps = pin_dir.and_then(|dir| EgressMaps::open(dir).ok().flatten());
         let denials = maps
             .as_ref()
             .and_then(|m| m.denials().ok())
@@ -376,20 +538,22 @@ impl Egress {
         self.servers
             .iter()
             .map(|c| {
-                let enforcing = match (&maps, &self.pin_dir) {
+                let id = c.cgroup_id();
+                let enforcing = match (&maps, pin_dir) {
                     (Some(maps), Some(dir)) => {
                         c.in_force.load(Ordering::Relaxed)
+                            && system::cgroup_id(&c.cgroup).ok() == Some(id)
                             && maps
-                                .owner(c.cgroup_id)
+                                .owner(id)
                                 .ok()
                                 .flatten()
                                 .is_some_and(|(owner, _)| owner == self.instance_id)
-                            && egress::attached(dir, c.cgroup_id).unwrap_or(false)
+                            && egress::attached(dir, id).unwrap_or(false)
                     }
                     _ => false,
                 };
                 let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-                for d in denials.iter().filter(|d| d.cgroup_id == c.cgroup_id) {
+                for d in denials.iter().filter(|d| d.cgroup_id == id) {
                     *counts
                         .entry(std::net::SocketAddr::new(d.addr, d.port).to_string())
                         .or_insert(0) += d.count;
@@ -409,72 +573,11 @@ impl Egress {
     }
 }
 
-/// Under the layout lock: refuses a cgroup another live instance confines, loads each server's
-/// entries, attaches the programs, and releases this instance's cgroups of an earlier run that
-/// are no longer configured.
-fn confine_all(
-    enforcement: &mut Enforcement,
-    pin_dir: &Path,
-    instance_id: u64,
-    gateway_cgroup: u64,
-    confined: &[Arc<Confinement>],
-) -> Result<(), EbpfError> {
-    let _lock = LayoutLock::acquire(pin_dir, LOCK_TIMEOUT)?;
-    let mut maps = EgressMaps::open(pin_dir)?.ok_or(EbpfError::Missing {
+fn open_maps(pin_dir: &Path) -> Result<EgressMaps, EbpfError> {
+    EgressMaps::open(pin_dir)?.ok_or(EbpfError::Missing {
         kind: "pinned map",
         name: gateway_common::map::EGRESS_CGROUPS,
-    })?;
-    let registry = Registry::open(pin_dir)?;
-    for c in confined {
-        if c.cgroup_id == gateway_cgroup {
-            return Err(EbpfError::Instance(format!(
-                "server `{}`: cgroup {} is the one the gateway's programs attach to (--cgroup); \
-                 confine the server's own cgroup",
-                c.name,
-                c.cgroup.display()
-            )));
-        }
-        if let Some((owner, server)) = maps.owner(c.cgroup_id)?
-            && owner != instance_id
-        {
-            let live = match &registry {
-                Some(r) => r.get(owner)?.filter(|i| i.is_alive()),
-                None => None,
-            };
-            if let Some(other) = live {
-                return Err(EbpfError::Instance(format!(
-                    "server `{}`: cgroup {} is already confined by server `{server}` of \
-                     instance `{}` (pid {}); one cgroup has one set of egress rules",
-                    c.name,
-                    c.cgroup.display(),
-                    other.claim.instance,
-                    other.process.pid
-                )));
-            }
-        }
-        maps.confine(
-            c.cgroup_id,
-            instance_id,
-            &c.name,
-            &c.summary(),
-            &c.entries(),
-        )?;
-        if let Err(e) = enforcement.attach_egress(&c.cgroup, c.cgroup_id) {
-            // Not in force: withdraw the entries rather than leave rules nobody enforces.
-            let _ = maps.release(c.cgroup_id);
-            return Err(e);
-        }
-        c.in_force.store(true, Ordering::Relaxed);
-    }
-    let wanted: BTreeSet<u64> = confined.iter().map(|c| c.cgroup_id).collect();
-    for old in maps.read()? {
-        if old.instance == instance_id && !wanted.contains(&old.cgroup_id) {
-            tracing::info!(server = %old.server, cgroup_id = old.cgroup_id, "egress: releasing a cgroup this instance no longer confines");
-            maps.release(old.cgroup_id)?;
-            egress::remove_links(pin_dir, old.cgroup_id);
-        }
-    }
-    Ok(())
+    })
 }
 
 fn proto_name(proto: u8) -> &'static str {
@@ -527,7 +630,7 @@ fn decode(b: &[u8]) -> EgressEvent {
 }
 
 fn log_denial(servers: &[Arc<Confinement>], event: &EgressEvent) {
-    let Some(c) = servers.iter().find(|c| c.cgroup_id == event.cgroup) else {
+    let Some(c) = servers.iter().find(|c| c.cgroup_id() == event.cgroup) else {
         // Another instance's server: that instance logs it if it reads the record first.
         tracing::debug!(
             cgroup_id = event.cgroup,

@@ -74,7 +74,7 @@ pub struct Status {
 /// registered (fail closed); `mcp-gateway detach` removes them.
 pub struct Enforcement {
     bpf: Ebpf,
-    links: Vec<PinnedLink>,
+    _links: Vec<PinnedLink>,
     status: Status,
     check: KernelCheck,
     log_task: Option<tokio::task::JoinHandle<()>>,
@@ -106,32 +106,6 @@ impl Enforcement {
     /// One `SKB_STATS` slot, summed over CPUs.
     pub fn skb_stat(&self, stat: SkbStat) -> Result<u64, EbpfError> {
         super::skb_stat(&self.bpf, stat)
-    }
-
-    /// Attaches the egress programs to a confined server's cgroup (pinned, like the others),
-    /// taking over this build's links there.
-    pub fn attach_egress(&mut self, cgroup: &Path, cgroup_id: u64) -> Result<(), EbpfError> {
-        let file = File::open(cgroup).map_err(|source| EbpfError::Cgroup {
-            path: cgroup.display().to_string(),
-            source,
-        })?;
-        let pin_dir = self.status.pin_dir.clone();
-        let (links, _) = attach(
-            &mut self.bpf,
-            &pin_dir,
-            &file,
-            cgroup_id,
-            &program::EGRESS,
-            true,
-        )?;
-        self.links.extend(links);
-        Ok(())
-    }
-
-    /// The ring buffer of egress denial records (once: the caller drains it).
-    pub fn take_egress_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
-        let map = self.bpf.take_map(map::EGRESS_EVENTS)?;
-        aya::maps::RingBuf::try_from(map).ok()
     }
 
     /// Whether kernel program logs are being forwarded to `tracing`.
@@ -228,7 +202,7 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), EbpfError> {
 }
 
 /// Loads the object against the pinned maps (creating and pinning missing ones).
-fn load_pinned(pin_dir: &Path) -> Result<Ebpf, EbpfError> {
+pub(crate) fn load_pinned(pin_dir: &Path) -> Result<Ebpf, EbpfError> {
     let mut loader = EbpfLoader::new();
     for name in map::PINNED.iter().chain(["AYA_LOGS"].iter()) {
         loader.map_pin_path(name, pins::map_path(pin_dir, name));
@@ -410,7 +384,7 @@ pub fn enforce(options: Options) -> Result<Enforcement, EbpfError> {
     };
     Ok(Enforcement {
         bpf,
-        links: links.0,
+        _links: links.0,
         status: Status {
             cgroup,
             cgroup_id,
@@ -427,12 +401,12 @@ pub fn enforce(options: Options) -> Result<Enforcement, EbpfError> {
     })
 }
 
-type Links = (Vec<PinnedLink>, (Vec<String>, Vec<String>));
+pub(crate) type Links = (Vec<PinnedLink>, (Vec<String>, Vec<String>));
 
 /// Takes over or attaches the programs `names` on `cgroup_id`, then removes other builds' links
 /// of those programs on that cgroup. Links on other cgroups, and of other programs, are other
 /// instances' (or this one's egress links on a server's cgroup) and stay.
-fn attach(
+pub(crate) fn attach(
     bpf: &mut Ebpf,
     pin_dir: &Path,
     cgroup: &File,

@@ -576,35 +576,33 @@ impl Metrics {
             enc.sample(name, &[], value);
         }
 
-        if let Some(egress) = self.egress.get()
-            && !egress.servers.is_empty()
-        {
-            let reports = egress.report();
-            enc.family(
+        // The families are always described (dashboards and alerts can name them); the
+        // samples are the confined servers'.
+        let reports = self.egress.get().map(|e| e.report()).unwrap_or_default();
+        enc.family(
+            "mcp_gateway_egress_enforcing",
+            Kind::Gauge,
+            "1 when the kernel enforces this confined server's egress rules (its cgroup's programs are attached and the maps hold its rules, checked at each scrape), else 0.",
+        );
+        for r in &reports {
+            enc.sample(
                 "mcp_gateway_egress_enforcing",
-                Kind::Gauge,
-                "1 when the kernel enforces this confined server's egress rules (its cgroup's programs are attached and the maps hold its rules, checked at each scrape), else 0.",
+                &[("server", &r.name)],
+                i64::from(r.enforcing),
             );
-            for r in &reports {
+        }
+        enc.family(
+            "mcp_gateway_egress_denied",
+            Kind::Counter,
+            "Connections and datagrams of a confined server refused by its egress rules, by destination address and port (destination=\"other\" past 32 destinations per server).",
+        );
+        for r in &reports {
+            for (destination, count) in &r.denied {
                 enc.sample(
-                    "mcp_gateway_egress_enforcing",
-                    &[("server", &r.name)],
-                    i64::from(r.enforcing),
+                    "mcp_gateway_egress_denied_total",
+                    &[("server", &r.name), ("destination", destination)],
+                    *count,
                 );
-            }
-            enc.family(
-                "mcp_gateway_egress_denied",
-                Kind::Counter,
-                "Connections and datagrams of a confined server refused by its egress rules, by destination address and port (destination=\"other\" past 32 destinations per server).",
-            );
-            for r in &reports {
-                for (destination, count) in &r.denied {
-                    enc.sample(
-                        "mcp_gateway_egress_denied_total",
-                        &[("server", &r.name), ("destination", destination)],
-                        *count,
-                    );
-                }
             }
         }
 
