@@ -2,11 +2,14 @@
 
     client.py URL [--transport streamable|sse] [--mode legacy|modern] [--refused TOOL]
               [--cafile CA.pem] [--cert CLIENT.pem --key CLIENT.key] [--token TOKEN]
+              [--fetch URL]...
 
 Initializes, lists tools, calls `add` and `count` (collecting every progress notification in the
 order received), reads `config://greeting`, then ends the session (the SDK sends DELETE on exit
 with Streamable HTTP). With --refused TOOL it also calls TOOL (a tool the gateway refuses) and
-records the error. Prints one JSON object with what it received; the test asserts on it.
+records the error. With --fetch URL (legacy mode) it also calls the server's `fetch` tool with
+each URL and records the text and whether it was an error. Prints one JSON object with what it
+received; the test asserts on it.
 
 --mode legacy (the default) drives the handshake-era `ClientSession` (initialize, 2025-11-25);
 --mode modern drives the SDK's `Client`, which speaks 2026-07-28 when the server does: every
@@ -81,7 +84,9 @@ def http_client(cafile: str | None, cert: str | None, key: str | None, token: st
     return httpx2.AsyncClient(verify=context, headers=headers, timeout=timeout)
 
 
-async def run(url: str, transport: str, refused: str | None, client=None) -> dict:
+async def run(
+    url: str, transport: str, refused: str | None, client=None, fetch: list[str] | None = None
+) -> dict:
     summary: dict = {}
     progress: list[dict] = []
 
@@ -110,6 +115,12 @@ async def run(url: str, transport: str, refused: str | None, client=None) -> dic
             summary["resource"] = [getattr(c, "text", None) for c in resource.contents]
             if refused:
                 summary["refused"] = await try_refused(session, refused)
+            summary["fetch"] = []
+            for target in fetch or []:
+                fetched = await session.call_tool("fetch", {"url": target})
+                summary["fetch"].append(
+                    {"url": target, "text": text_of(fetched), "is_error": bool(fetched.is_error)}
+                )
     summary["closed"] = True
     return summary
 
@@ -124,12 +135,13 @@ def main() -> None:
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--token")
+    parser.add_argument("--fetch", action="append")
     args = parser.parse_args()
     client = http_client(args.cafile, args.cert, args.key, args.token)
     if args.mode == "modern":
         summary = asyncio.run(run_modern(args.url, args.refused))
     else:
-        summary = asyncio.run(run(args.url, args.transport, args.refused, client))
+        summary = asyncio.run(run(args.url, args.transport, args.refused, client, args.fetch))
     print(json.dumps(summary), flush=True)
 
 

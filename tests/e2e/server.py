@@ -7,11 +7,13 @@ tool it runs is appended to --record as one JSON line, so a test can prove what 
 what did not).
 
     server.py (--port P | --uds PATH) --record FILE [--protection on|off]
-              [--transport streamable|sse]
+              [--transport streamable|sse] [--fetch]
 
 --protection off turns the SDK's own DNS-rebinding protection off, so the gateway in front is the
 only defence; on allows only Host 127.0.0.1:P (and Origin http://127.0.0.1:P).
 --uds serves on a Unix socket instead of a TCP port (uvicorn's `--uds`).
+--fetch adds a `fetch` tool that GETs a URL and returns its body, as fetch MCP servers do (the
+egress tests confine what it may reach); a failed fetch is the tool's error, with the reason.
 Prints `listening P` (or `listening PATH`) on stdout once it accepts connections.
 """
 
@@ -20,9 +22,11 @@ import asyncio
 import json
 import sys
 import threading
+import urllib.request
 
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 
 GREETING = "hello from the upstream MCP server"
@@ -37,6 +41,7 @@ def main() -> None:
     parser.add_argument("--record", required=True)
     parser.add_argument("--protection", choices=["on", "off"], default="off")
     parser.add_argument("--transport", choices=["streamable", "sse"], default="streamable")
+    parser.add_argument("--fetch", action="store_true")
     args = parser.parse_args()
 
     lock = threading.Lock()
@@ -69,6 +74,19 @@ def main() -> None:
         """Stands for a dangerous tool: the allowlist tests prove it never runs."""
         record({"event": "tool", "name": "delete_all", "args": {}})
         return "everything deleted"
+
+    if args.fetch:
+
+        @server.tool()
+        def fetch(url: str) -> str:
+            """Fetches a URL and returns its body."""
+            record({"event": "tool", "name": "fetch", "args": {"url": url}})
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    return response.read().decode("utf-8", "replace")
+            except OSError as error:
+                # As fetch servers do: the reason goes back to the model as the tool's error.
+                raise ToolError(f"fetching {url} failed: {error}") from error
 
     @server.resource("config://greeting", mime_type="text/plain")
     def greeting() -> str:

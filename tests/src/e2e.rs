@@ -242,6 +242,19 @@ impl Upstream {
         )
     }
 
+    /// Starts the server with its `fetch` tool on 127.0.0.1:`port`, inside `cgroup` (whose
+    /// egress a test confines).
+    pub fn start_fetching(cgroup: &Path, port: u16) -> Self {
+        let port_arg = port.to_string();
+        Self::spawn(
+            &["--port", &port_arg, "--protection", "off", "--fetch"],
+            Transport::Streamable,
+            |_| port_arg.clone(),
+            port,
+            Some(("", Some(cgroup))),
+        )
+    }
+
     /// Starts the server on a Unix socket in its own directory (uvicorn `--uds`); the URL to
     /// give the gateway is [`Upstream::url`].
     pub fn start_unix(transport: Transport) -> Self {
@@ -267,6 +280,8 @@ impl Upstream {
         fs::write(&record, "").expect("creating the record");
         let at = place(dir.path());
         let mut cmd = match netns {
+            // In a cgroup only, in the host's network namespace.
+            Some(("", cgroup)) => in_cgroup(cgroup, &python),
             // nsenter execs the server (the child guard's pid is the server's) and, unlike
             // `ip netns exec`, keeps the host's /sys (the cgroup-v2 mount, bpffs).
             Some((ns, cgroup)) => {

@@ -14,7 +14,9 @@ use std::{
 
 use mcp_gateway_tests::{
     cgroup::TestCgroup,
-    e2e::TempDir,
+    e2e::{
+        Gateway, Sdk, TempDir, Transport, Upstream, free_port as e2e_free_port, run_client_with,
+    },
     gateway::ConfigGateway,
     netns::NetnsGuard,
     pins::PinDir,
@@ -266,6 +268,31 @@ fn each_confined_server_reaches_only_its_own_destinations() {
         "{report}"
     );
 
+    // The lockdown of every port cuts the confined servers' outbound traffic too.
+    let out = gateway_output(&[
+        "lockdown",
+        "--reason",
+        "egress test",
+        "--pin-dir",
+        pins.arg(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        connect_from(a.path(), &ns, &to_a).starts_with(EPERM),
+        "locked down"
+    );
+    let out = gateway_output(&["unlock", "--pin-dir", pins.arg()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(connect_from(a.path(), &ns, &to_a), "ok", "unlocked");
+
     // A restart of b's unit makes its cgroup anew (a new id, nothing attached): while it is
     // gone the metric says so, and the new one is confined within seconds.
     let enforcing_b = || {
@@ -384,6 +411,101 @@ fn a_name_is_followed_and_its_old_address_kept_one_more_round() {
     );
     assert_eq!(connect_from(server.path(), &ns, &new), "ok");
     let samples = parse(&scrape(metrics.parse().unwrap()));
+    assert_eq!(
+        value(
+            &samples,
+            "mcp_gateway_egress_enforcing",
+            &[("server", "default")]
+        ),
+        1.0
+    );
+}
+
+/// A tiny HTTP server on 127.0.0.1 answering every request with `body`; its port.
+fn http_responder(body: &'static str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// End to end: the official Python SDK server with a `fetch` tool, confined behind the
+/// gateway, driven by the Python SDK client. A fetch of an allowed URL works; one of another
+/// local service fails inside the server with EPERM, which the SDK returns as the tool's
+/// error, and the denial is counted.
+#[test]
+#[ignore = "privileged: needs root with CAP_BPF and cgroup v2; run by `cargo xtask test`"]
+fn a_python_sdk_fetch_server_reaches_only_what_its_rules_allow() {
+    require_privileges();
+    let gateway_cg = TestCgroup::new("egress-e2e-gw");
+    let server_cg = TestCgroup::new("egress-e2e-fetch");
+    let pins = PinDir::new("egress-e2e");
+    let _detach = Detach(&pins);
+    let allowed = http_responder("the allowed service");
+    let denied = http_responder("a service the server must not reach");
+    let upstream = Upstream::start_fetching(server_cg.path(), e2e_free_port());
+    let allowed_rule = format!("127.0.0.1:{allowed}");
+    let gateway = Gateway::start_url(
+        e2e_free_port(),
+        &upstream.url(Transport::Streamable),
+        &[
+            "--ebpf",
+            "required",
+            "--cgroup",
+            gateway_cg.path().to_str().unwrap(),
+            "--pin-dir",
+            pins.arg(),
+            "--egress-cgroup",
+            server_cg.path().to_str().unwrap(),
+            "--egress",
+            &allowed_rule,
+        ],
+        None,
+    );
+    let summary = run_client_with(
+        Sdk::Python,
+        &format!("http://{}/mcp", gateway.listen),
+        Transport::Streamable,
+        &[
+            "--fetch",
+            &format!("http://127.0.0.1:{allowed}/"),
+            "--fetch",
+            &format!("http://127.0.0.1:{denied}/"),
+        ],
+    );
+    let fetched = summary["fetch"].as_array().expect("fetch results");
+    assert_eq!(fetched[0]["is_error"], false, "{summary}");
+    assert_eq!(fetched[0]["text"][0], "the allowed service", "{summary}");
+    assert_eq!(fetched[1]["is_error"], true, "{summary}");
+    let error = fetched[1]["text"].to_string();
+    assert!(
+        error.contains("fetching") && error.contains("Operation not permitted"),
+        "the SDK's tool error, with the server's reason: {summary}"
+    );
+    assert!(!error.contains("must not reach"), "{summary}");
+    let samples = parse(&scrape(gateway.metrics));
+    assert_eq!(
+        value(
+            &samples,
+            "mcp_gateway_egress_denied_total",
+            &[
+                ("server", "default"),
+                ("destination", &format!("127.0.0.1:{denied}"))
+            ]
+        ),
+        1.0
+    );
     assert_eq!(
         value(
             &samples,
