@@ -362,34 +362,17 @@ fn egress_allowed(cgroup: u64, port: u16, addr: [u8; 16]) -> bool {
 /// Adds one to this CPU's count of denials of (`cgroup`, `addr`, `port`, `proto`).
 #[inline(always)]
 fn count_denial(cgroup: u64, addr: [u8; 16], port: u16, proto: u8) {
-    let [
-        a0,
-        a1,
-        a2,
-        a3,
-        a4,
-        a5,
-        a6,
-        a7,
-        b0,
-        b1,
-        b2,
-        b3,
-        b4,
-        b5,
-        b6,
-        b7,
-    ] = addr;
+    let (high, low) = addr_words(addr);
     let [p0, p1] = port.to_ne_bytes();
     // Built from four 8-byte words, for the same reason as `v4_mapped`: a struct literal with
     // zero padding becomes a memset the verifier refuses without CAP_PERFMON.
+    // SAFETY: EgressDenial is 32 bytes of integers and byte arrays, laid out as these four
+    // native-endian words (cgroup; address; address; port, proto, padding).
     let key: EgressDenial = unsafe {
-        // SAFETY: EgressDenial is 32 bytes of integers and byte arrays, laid out as these four
-        // native-endian words (cgroup; address; address; port, proto, padding).
         core::mem::transmute::<[u64; 4], EgressDenial>([
             cgroup,
-            u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
-            u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+            high,
+            low,
             u64::from_ne_bytes([p0, p1, proto, 0, 0, 0, 0, 0]),
         ])
     };
@@ -665,6 +648,19 @@ fn count(slot: Scratch, reason: Reason, addr: [u8; 16], port: u16) {
     // would turn a byte copy into memset/memcpy calls with variable-offset stores (for a
     // v4-mapped address, a memset of its ten known zeros), which the verifier refuses without
     // CAP_PERFMON.
+    let (high, low) = addr_words(addr);
+    let words = key.data.as_mut_ptr().cast::<u64>();
+    // SAFETY: `data` has 128 bytes, so both words are in bounds, and aligned (see above).
+    unsafe {
+        core::ptr::write_volatile(words, high);
+        core::ptr::write_volatile(words.add(1), low);
+    }
+    increment(key);
+}
+
+/// An address as its two native-endian 8-byte words, in memory order.
+#[inline(always)]
+fn addr_words(addr: [u8; 16]) -> (u64, u64) {
     let [
         a0,
         a1,
@@ -683,16 +679,10 @@ fn count(slot: Scratch, reason: Reason, addr: [u8; 16], port: u16) {
         b6,
         b7,
     ] = addr;
-    let words = key.data.as_mut_ptr().cast::<u64>();
-    // SAFETY: `data` has 128 bytes, so both words are in bounds, and aligned (see above).
-    unsafe {
-        core::ptr::write_volatile(words, u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]));
-        core::ptr::write_volatile(
-            words.add(1),
-            u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
-        );
-    }
-    increment(key);
+    (
+        u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+        u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+    )
 }
 
 #[inline(always)]

@@ -421,6 +421,65 @@ fn a_name_is_followed_and_its_old_address_kept_one_more_round() {
     );
 }
 
+/// Without the capabilities, `--ebpf auto` says loudly that the rules are not enforced and
+/// exports it; `--ebpf required` exits.
+#[test]
+#[ignore = "privileged: needs root with CAP_BPF and cgroup v2; run by `cargo xtask test`"]
+fn without_privileges_egress_rules_are_reported_not_enforced() {
+    require_privileges();
+    let gateway_cg = TestCgroup::new("egress-unpriv-gw");
+    let server = TestCgroup::new("egress-unpriv-srv");
+    let pins = PinDir::new("egress-unpriv");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let command = |ebpf: &str| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--inh-caps=-all", "--bounding-set=-all", "--"])
+            .arg(gateway_bin())
+            .env("RUST_LOG", "info")
+            .args(["run", "--upstream", "http://127.0.0.1:9/mcp", "--listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .args(["--metrics-listen", &metrics, "--ebpf", ebpf, "--cgroup"])
+            .arg(gateway_cg.path())
+            .args([
+                "--pin-dir",
+                pins.arg(),
+                "--egress",
+                "127.0.0.1:1",
+                "--egress-cgroup",
+            ])
+            .arg(server.path());
+        cmd
+    };
+    let out = command("required")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running setpriv");
+    assert!(
+        !out.status.success(),
+        "--ebpf required started without privileges"
+    );
+    let mut gw = ChildGuard::spawn_logged(&mut command("auto"));
+    let line = gw.wait_for_log("EGRESS RULES ARE NOT ENFORCED", Duration::from_secs(30));
+    assert!(line.contains("server=default"), "{line}");
+    gw.wait_for_log("mcp-gateway listening on", Duration::from_secs(30));
+    wait_listening(metrics.parse().unwrap(), Duration::from_secs(10));
+    let samples = parse(&scrape(metrics.parse().unwrap()));
+    assert_eq!(
+        value(
+            &samples,
+            "mcp_gateway_egress_enforcing",
+            &[("server", "default")]
+        ),
+        0.0
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.name == "mcp_gateway_egress_enforcing"),
+        "the sample is there, at 0"
+    );
+}
+
 /// A tiny HTTP server on 127.0.0.1 answering every request with `body`; its port.
 fn http_responder(body: &'static str) -> u16 {
     use std::io::{Read as _, Write as _};

@@ -127,22 +127,7 @@ impl EgressMaps {
 
     /// Every confined cgroup, with its entries.
     pub fn read(&self) -> Result<Vec<Confined>, EbpfError> {
-        let mut entries: BTreeMap<u64, BTreeSet<Entry>> = BTreeMap::new();
-        for k in self.rules.keys() {
-            let k = k.map_err(err(map::EGRESS_RULES))?;
-            let data = k.data();
-            let prefix = k.prefix_len().saturating_sub(EGRESS_FIXED_BITS);
-            let Ok(prefix) = u8::try_from(prefix) else {
-                continue;
-            };
-            entries.entry(data.cgroup_id()).or_default().insert((
-                Cidr {
-                    addr: data.addr,
-                    prefix_len: prefix,
-                },
-                data.port(),
-            ));
-        }
+        let mut entries = self.entries()?;
         let mut out = Vec::new();
         for item in self.cgroups.iter() {
             let (cgroup_id, owner) = item.map_err(err(map::EGRESS_CGROUPS))?;
@@ -155,6 +140,31 @@ impl EgressMaps {
             });
         }
         out.sort_by_key(|c| c.cgroup_id);
+        Ok(out)
+    }
+
+    /// Every entry of `EGRESS_RULES`, by cgroup.
+    fn entries(&self) -> Result<BTreeMap<u64, BTreeSet<Entry>>, EbpfError> {
+        let mut out: BTreeMap<u64, BTreeSet<Entry>> = BTreeMap::new();
+        for k in self.rules.keys() {
+            let k = k.map_err(err(map::EGRESS_RULES))?;
+            let data = k.data();
+            // Every key this code writes has the fixed 80 bits; skip anything else.
+            let Some(prefix) = k
+                .prefix_len()
+                .checked_sub(EGRESS_FIXED_BITS)
+                .and_then(|p| u8::try_from(p).ok())
+            else {
+                continue;
+            };
+            let cidr = Cidr {
+                addr: data.addr,
+                prefix_len: prefix,
+            };
+            out.entry(data.cgroup_id())
+                .or_default()
+                .insert((cidr, data.port()));
+        }
         Ok(out)
     }
 
@@ -214,25 +224,7 @@ impl EgressMaps {
     }
 
     fn entries_of(&self, cgroup_id: u64) -> Result<BTreeSet<Entry>, EbpfError> {
-        let mut out = BTreeSet::new();
-        for k in self.rules.keys() {
-            let k = k.map_err(err(map::EGRESS_RULES))?;
-            let data = k.data();
-            if data.cgroup_id() != cgroup_id {
-                continue;
-            }
-            let Ok(prefix) = u8::try_from(k.prefix_len().saturating_sub(EGRESS_FIXED_BITS)) else {
-                continue;
-            };
-            out.insert((
-                Cidr {
-                    addr: data.addr,
-                    prefix_len: prefix,
-                },
-                data.port(),
-            ));
-        }
-        Ok(out)
+        Ok(self.entries()?.remove(&cgroup_id).unwrap_or_default())
     }
 
     /// Every counted denial, summed over CPUs.
