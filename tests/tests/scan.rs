@@ -260,11 +260,17 @@ fn every_kind_of_listener_is_classified_in_bounded_time_in_both_forms() {
         assert!(s["requests"].as_array().unwrap().len() <= 8, "{s:#}");
     }
 
-    // What reached the unprotected server: probes and their session ends, never a tool.
+    // What reached the unprotected server: never a tool. It answers the 2026-07-28
+    // `server/discover`, so every probe is one (no session opened, none left open; the
+    // session era's DELETE is checked with the TypeScript SDK in the --deep test).
     assert!(host.exposed.tool_calls().is_empty());
     let requests = host.exposed.requests();
-    let deletes = requests.iter().filter(|r| r["method"] == "DELETE").count();
-    assert!(deletes >= 1, "sessions were ended: {requests:#?}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r["method"] == "POST" && r["mcp_method"] == "server/discover"),
+        "{requests:#?}"
+    );
     assert!(requests.len() <= 8);
 
     // The same verdicts as a table.
@@ -569,4 +575,88 @@ fn the_tests_own_loopback_listeners_are_classified_without_needing_root() {
         "its own user's processes are visible"
     );
     drop(silent);
+}
+
+/// `--deep` with real SDK servers on loopback: the Python SDK (answering the 2026-07-28
+/// `server/discover`) and the TypeScript SDK (the 2025 session era, listed within its session),
+/// each listing its tools; no tool is ever run.
+#[test]
+fn deep_lists_the_tools_of_real_sdk_servers_and_runs_none() {
+    let python = Upstream::start(free_port(), Transport::Streamable, false);
+    let ts_port = free_port();
+    let mut ts = ChildGuard::spawn_logged(
+        Command::new("node")
+            .arg(node_project().join("server.mjs"))
+            .args(["--port", &ts_port.to_string(), "--protection", "off"]),
+    );
+    assert_eq!(ts.read_line(), format!("listening {ts_port}"));
+    let ports = format!("{},{ts_port}", python.port);
+    let out = gateway_command()
+        .args([
+            "scan",
+            "--json",
+            "--deep",
+            "--timeout",
+            "2s",
+            "--ports",
+            &ports,
+        ])
+        .args(["--pin-dir", "/nonexistent/mcp-gateway-scan-test"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let py = socket(&report, python.port);
+    assert_eq!(py["mcp"]["era"], "2026-07-28", "{report:#}");
+    assert_eq!(py["mcp"]["name"], "e2e-upstream", "{report:#}");
+    assert_eq!(
+        py["mcp"]["tools"],
+        serde_json::json!(["add", "count", "delete_all"]),
+        "{report:#}"
+    );
+    let node = socket(&report, ts_port);
+    assert_eq!(node["mcp"]["era"], "2025", "{report:#}");
+    // In the session era the list is asked within the session, which is then ended.
+    let sent: Vec<&str> = node["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    let at = |prefix: &str| sent.iter().position(|r| r.starts_with(prefix));
+    assert!(
+        at("POST initialize") < at("POST tools/list") && at("POST tools/list") < at("DELETE"),
+        "{sent:#?}"
+    );
+    assert_eq!(
+        node["mcp"]["tools"],
+        serde_json::json!(["greet"]),
+        "{report:#}"
+    );
+    for s in [py, node] {
+        let requests = s["requests"].as_array().expect("requests");
+        assert!(requests.len() <= 8, "{s:#}");
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.as_str().unwrap().starts_with("POST tools/list")),
+            "{s:#}"
+        );
+    }
+    assert!(
+        python.tool_calls().is_empty(),
+        "a tool ran: {:?}",
+        python.tool_calls()
+    );
+    // Without --deep, no tools are listed.
+    let out = gateway_command()
+        .args(["scan", "--json", "--timeout", "2s", "--ports", &ports])
+        .args(["--pin-dir", "/nonexistent/mcp-gateway-scan-test"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(socket(&report, python.port)["mcp"].get("tools").is_none());
 }

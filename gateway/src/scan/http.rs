@@ -32,7 +32,16 @@ pub enum Ask {
     SseStream,
     /// `DELETE` of the session an `initialize` opened.
     EndSession(String),
+    /// `POST` of `tools/list` (`--deep` only): in the 2026-07-28 form, or in the 2025 form
+    /// within the session an `initialize` opened (when it opened one).
+    ListTools {
+        era_2026: bool,
+        session: Option<String>,
+    },
 }
+
+/// The `_meta` every 2026-07-28 request carries.
+const META_2026: &str = r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
 
 /// One probe request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +59,9 @@ impl Request {
         let (method, body, extra): (&str, Option<String>, Vec<(&str, String)>) = match &self.ask {
             Ask::Discover => (
                 "POST",
-                Some(r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{}}"#.into()),
+                Some(format!(
+                    r#"{{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{{"_meta":{META_2026}}}}}"#
+                )),
                 vec![
                     ("MCP-Protocol-Version", ERA_2026.into()),
                     ("Mcp-Method", "server/discover".into()),
@@ -65,6 +76,28 @@ impl Request {
                 Vec::new(),
             ),
             Ask::SseStream => ("GET", None, Vec::new()),
+            Ask::ListTools { era_2026: true, .. } => (
+                "POST",
+                Some(format!(
+                    r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{{"_meta":{META_2026}}}}}"#
+                )),
+                vec![
+                    ("MCP-Protocol-Version", ERA_2026.into()),
+                    ("Mcp-Method", "tools/list".into()),
+                ],
+            ),
+            Ask::ListTools {
+                era_2026: false,
+                session,
+            } => (
+                "POST",
+                Some(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}"#.into()),
+                session
+                    .iter()
+                    .map(|id| ("Mcp-Session-Id", id.clone()))
+                    .chain([("MCP-Protocol-Version", ERA_2025.into())])
+                    .collect(),
+            ),
             Ask::EndSession(id) => (
                 "DELETE",
                 None,
@@ -328,6 +361,37 @@ pub fn mcp_answer(answer: &HttpAnswer) -> Mcp {
     }
 }
 
+/// The most tool names kept from a `tools/list` answer, and the characters of each.
+const MAX_TOOLS: usize = 256;
+const MAX_TOOL_NAME: usize = 64;
+
+/// The tool names of a `tools/list` answer (JSON, or the result in an SSE event); `None` when
+/// the answer is not a `tools/list` result.
+pub fn tool_names(answer: &HttpAnswer) -> Option<Vec<String>> {
+    if !(200..300).contains(&answer.status) {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&answer.body);
+    let from_json = |json: &str| -> Option<Vec<String>> {
+        let value: Value = serde_json::from_str(json.trim()).ok()?;
+        let tools = value.get("result")?.get("tools")?.as_array()?;
+        Some(
+            tools
+                .iter()
+                .filter_map(|t| t.get("name")?.as_str().map(|n| truncate(n, MAX_TOOL_NAME)))
+                .take(MAX_TOOLS)
+                .collect(),
+        )
+    };
+    if answer.is_event_stream() {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .find_map(from_json)
+    } else {
+        from_json(&text)
+    }
+}
+
 /// The server's identity, from a JSON-RPC result with `serverInfo`.
 fn server_info(json: &str, answer: &HttpAnswer) -> Option<ServerInfo> {
     let value: Value = serde_json::from_str(json).ok()?;
@@ -335,7 +399,15 @@ fn server_info(json: &str, answer: &HttpAnswer) -> Option<ServerInfo> {
         return None;
     }
     let result = value.get("result")?;
-    let info = result.get("serverInfo")?.as_object()?;
+    // 2025: `serverInfo` in the `initialize` result; 2026-07-28: in the result's `_meta`.
+    let info = result
+        .get("serverInfo")
+        .or_else(|| {
+            result
+                .get("_meta")?
+                .get("io.modelcontextprotocol/serverInfo")
+        })?
+        .as_object()?;
     let text = |v: Option<&Value>| {
         v.and_then(Value::as_str)
             .map(|s| truncate(s, 128))
@@ -456,6 +528,21 @@ content-type: application/json
                     name: Some("n".into()),
                     version: Some("2".into()),
                     protocol_versions: vec!["2026-07-28".into(), "2025-06-18".into()],
+                    session: None,
+                }),
+            ),
+            (
+                // What the Python SDK 2.3 answers: the identity in the result's `_meta`.
+                "2026 discover, serverInfo in _meta",
+                r#"HTTP/1.1 200 OK
+content-type: application/json
+
+{"jsonrpc":"2.0","id":1,"result":{"capabilities":{"tools":{}},"resultType":"complete","supportedVersions":["2026-07-28"],"ttlMs":0,"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"e2e-upstream","version":""}}}}"#
+                    .replace('\n', "\r\n"),
+                Mcp::Server(ServerInfo {
+                    name: Some("e2e-upstream".into()),
+                    version: None,
+                    protocol_versions: vec!["2026-07-28".into()],
                     session: None,
                 }),
             ),

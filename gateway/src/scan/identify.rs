@@ -1,12 +1,13 @@
 //! The probes of one socket, in order, within a budget of [`MAX_REQUESTS`]: find MCP on
 //! `/mcp`, `/sse`, `/` and `/mcp/` (2026 `server/discover`, 2025 `initialize` with its session
 //! ended by `DELETE`, the old SSE stream), then replay what answered with a foreign `Host`, then
-//! with a foreign `Origin`. A socket whose first answer is not HTTP gets nothing more.
+//! with a foreign `Origin`. A socket whose first answer is not HTTP gets nothing more. With
+//! `--deep`, a found server is also asked `tools/list` (never `tools/call`).
 use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::http::{Answer, Ask, FOREIGN_HOST, Mcp, Request, ServerInfo, mcp_answer};
+use super::http::{Answer, Ask, FOREIGN_HOST, Mcp, Request, ServerInfo, mcp_answer, tool_names};
 
 /// The most requests one socket gets.
 pub const MAX_REQUESTS: usize = 8;
@@ -24,6 +25,8 @@ pub trait Exchange {
 pub struct Prober<E> {
     ex: E,
     port: u16,
+    /// `--deep`: list the tools of a found server.
+    deep: bool,
     /// Every request sent, in order (for the report: never pretend).
     pub sent: Vec<String>,
 }
@@ -40,6 +43,9 @@ pub struct Found {
     pub version: Option<String>,
     pub protocol_versions: Vec<String>,
     pub auth_required: bool,
+    /// `--deep`: the tool names `tools/list` returned (`None`: not asked, or no list came back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
     #[serde(skip)]
     ask: Ask,
 }
@@ -75,10 +81,11 @@ pub enum Outcome {
 }
 
 impl<E: Exchange> Prober<E> {
-    pub fn new(ex: E, port: u16) -> Self {
+    pub fn new(ex: E, port: u16, deep: bool) -> Self {
         Self {
             ex,
             port,
+            deep,
             sent: Vec::new(),
         }
     }
@@ -112,6 +119,7 @@ impl<E: Exchange> Prober<E> {
             Ask::Initialize => "POST initialize",
             Ask::SseStream => "GET",
             Ask::EndSession(_) => "DELETE",
+            Ask::ListTools { .. } => "POST tools/list",
         };
         let mut line = format!("{method} {} Host: {}", request.path, request.host);
         if let Some(origin) = &request.origin {
@@ -163,6 +171,12 @@ impl<E: Exchange> Prober<E> {
                 Mcp::Refused(_) | Mcp::Other(_) => None,
             };
             if let Some(info) = info {
+                let tools = if self.deep && ask != Ask::SseStream && mcp != Mcp::AuthRequired {
+                    self.list_tools(path, ask == Ask::Discover, info.session.clone())
+                        .await
+                } else {
+                    None
+                };
                 self.end_session(path, &mcp).await;
                 found = Some(Found {
                     path,
@@ -180,6 +194,7 @@ impl<E: Exchange> Prober<E> {
                     version: info.version,
                     protocol_versions: info.protocol_versions,
                     auth_required: mcp == Mcp::AuthRequired,
+                    tools,
                     ask,
                 });
                 break;
@@ -197,6 +212,21 @@ impl<E: Exchange> Prober<E> {
             found,
             foreign_host,
             foreign_origin,
+        }
+    }
+
+    /// `--deep`: the found server's tool names, in its era (within its session, if any).
+    async fn list_tools(
+        &mut self,
+        path: &'static str,
+        era_2026: bool,
+        session: Option<String>,
+    ) -> Option<Vec<String>> {
+        let host = self.local_host();
+        let ask = Ask::ListTools { era_2026, session };
+        match self.send(ask, path, host, None).await? {
+            Answer::Http(http) => tool_names(&http),
+            _ => None,
         }
     }
 
@@ -244,6 +274,7 @@ pub(crate) fn test_found() -> Found {
         version: Some("1".into()),
         protocol_versions: vec!["2025-06-18".into()],
         auth_required: false,
+        tools: None,
         ask: Ask::Initialize,
     }
 }
@@ -279,12 +310,17 @@ mod tests {
     }
 
     fn run<F: FnMut(&Request) -> Answer>(rule: F) -> (Outcome, Vec<Request>) {
+        run_as(false, rule)
+    }
+
+    fn run_as<F: FnMut(&Request) -> Answer>(deep: bool, rule: F) -> (Outcome, Vec<Request>) {
         let mut prober = Prober::new(
             Scripted {
                 rule,
                 seen: Vec::new(),
             },
             8000,
+            deep,
         );
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -374,6 +410,124 @@ mod tests {
                 .unwrap()
                 .starts_with("http://rebind.mcp-gateway.invalid:")
         );
+    }
+
+    fn tools_ok(sse: bool) -> Answer {
+        let json = r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"add","inputSchema":{}},{"name":"delete_all"},{"nameless":1}]}}"#;
+        let (content_type, body) = if sse {
+            (
+                "text/event-stream",
+                format!("event: message\r\ndata: {json}\r\n\r\n"),
+            )
+        } else {
+            ("application/json", json.to_owned())
+        };
+        Answer::Http(HttpAnswer {
+            status: 200,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: body.into_bytes(),
+        })
+    }
+
+    #[test]
+    fn deep_lists_the_tools_within_the_session_and_never_calls_one() {
+        for sse in [false, true] {
+            let (outcome, seen) = run_as(true, |r| match (&r.ask, r.path) {
+                (Ask::Discover, _) => status(400),
+                (Ask::Initialize, "/mcp") => init_ok(),
+                (Ask::ListTools { .. }, _) => tools_ok(sse),
+                (Ask::EndSession(_), _) => status(200),
+                _ => status(404),
+            });
+            let Outcome::Mcp { found, .. } = outcome else {
+                panic!("not found");
+            };
+            assert_eq!(
+                found.tools,
+                Some(vec!["add".to_owned(), "delete_all".to_owned()])
+            );
+            // The list comes before the session is ended, within it, in the 2025 form.
+            assert_eq!(
+                seen[2].ask,
+                Ask::ListTools {
+                    era_2026: false,
+                    session: Some("s1".into())
+                }
+            );
+            assert_eq!(seen[3].ask, Ask::EndSession("s1".into()));
+            let bytes: Vec<String> = seen
+                .iter()
+                .map(|r| String::from_utf8(r.to_bytes()).unwrap())
+                .collect();
+            assert!(bytes[2].contains("Mcp-Session-Id: s1"), "{}", bytes[2]);
+            assert!(bytes.iter().all(|b| !b.contains("tools/call")));
+            assert!(seen.len() <= MAX_REQUESTS);
+        }
+    }
+
+    #[test]
+    fn deep_asks_a_2026_server_in_its_own_form_and_survives_a_bad_list() {
+        let discover = || {
+            Answer::Http(HttpAnswer {
+                status: 200,
+                headers: vec![],
+                body: br#"{"jsonrpc":"2.0","id":1,"result":{"supportedVersions":["2026-07-28"],"serverInfo":{"name":"new"}}}"#.to_vec(),
+            })
+        };
+        let (outcome, seen) = run_as(true, |r| match &r.ask {
+            Ask::Discover => discover(),
+            Ask::ListTools { .. } => tools_ok(false),
+            _ => status(404),
+        });
+        let Outcome::Mcp { found, .. } = outcome else {
+            panic!("not found");
+        };
+        assert_eq!(found.tools.as_ref().map(Vec::len), Some(2));
+        let list = String::from_utf8(seen[1].to_bytes()).unwrap();
+        assert!(
+            list.contains("Mcp-Method: tools/list")
+                && list.contains("MCP-Protocol-Version: 2026-07-28")
+                && list.contains("io.modelcontextprotocol/clientCapabilities"),
+            "{list}"
+        );
+        // Garbage, an error and a refusal: no tools, and the scan goes on to the replays.
+        for bad in [
+            Answer::Http(HttpAnswer {
+                status: 200,
+                headers: vec![],
+                body: b"not json".to_vec(),
+            }),
+            Answer::Http(HttpAnswer {
+                status: 200,
+                headers: vec![],
+                body: br#"{"jsonrpc":"2.0","id":2,"error":{"code":-32601,"message":"no"}}"#
+                    .to_vec(),
+            }),
+            status(403),
+            Answer::NoAnswer,
+        ] {
+            let (outcome, _) = run_as(true, |r| match &r.ask {
+                Ask::Discover => discover(),
+                Ask::ListTools { .. } => bad.clone(),
+                _ => status(404),
+            });
+            let Outcome::Mcp {
+                found,
+                foreign_host,
+                ..
+            } = outcome
+            else {
+                panic!("not found");
+            };
+            assert_eq!(found.tools, None, "{bad:?}");
+            assert_ne!(foreign_host, Replay::NotTested, "{bad:?}");
+        }
+        // Without --deep, nothing is listed.
+        let (_, seen) = run(|r| match &r.ask {
+            Ask::Discover => discover(),
+            _ => status(404),
+        });
+        assert!(seen.iter().all(|r| !matches!(r.ask, Ask::ListTools { .. })));
     }
 
     #[test]

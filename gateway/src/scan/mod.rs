@@ -54,6 +54,10 @@ pub struct ScanArgs {
     /// bpffs directory of the kernel layer's pins, to tell which ports it protects.
     #[arg(long, env = "MCP_GATEWAY_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+    /// Also ask each MCP server found for its tools (`tools/list`, one request more; never a
+    /// tool call).
+    #[arg(long)]
+    pub deep: bool,
 }
 
 /// Runs `scan`: exit 0 when no MCP server is exposed, 1 when one is, 2 when the scan failed.
@@ -245,6 +249,7 @@ pub fn scan_with(args: &ScanArgs, skip_pid: Option<u32>) -> anyhow::Result<Repor
         .context("starting the async runtime")?;
     let limit = Arc::new(tokio::sync::Semaphore::new(usize::from(args.concurrency)));
     let timeout = args.timeout;
+    let deep = args.deep;
     let outcomes: Vec<(Result<Outcome, String>, Vec<String>)> = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, l) in listeners.iter().enumerate() {
@@ -255,7 +260,7 @@ pub fn scan_with(args: &ScanArgs, skip_pid: Option<u32>) -> anyhow::Result<Repor
                     return (i, (Err(target.unwrap_err()), Vec::new()));
                 };
                 let _permit = limit.acquire_owned().await;
-                let mut prober = Prober::new(Tcp { to, timeout }, to.port());
+                let mut prober = Prober::new(Tcp { to, timeout }, to.port(), deep);
                 let outcome = prober.run().await;
                 (i, (Ok(outcome), prober.sent))
             });

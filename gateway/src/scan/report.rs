@@ -168,7 +168,11 @@ fn what(row: &Row) -> String {
                 .as_deref()
                 .map(|v| format!(" {v}"))
                 .unwrap_or_default();
-            format!("{name}{version} {} {}", found.transport, found.path)
+            let mut text = format!("{name}{version} {} {}", found.transport, found.path);
+            if let Some(tools) = &found.tools {
+                text.push_str(&format!(" tools: {}", tools.join(", ")));
+            }
+            text
         }
         None => row.probe.to_owned(),
     }

@@ -81,6 +81,7 @@ pub fn spawn(every: Duration, pin_dir: PathBuf, stats: Arc<ScanStats>) -> std::i
         probe_bound_addresses: false,
         config_out: None,
         pin_dir,
+        deep: false,
     };
     std::thread::Builder::new()
         .name("scan".into())
