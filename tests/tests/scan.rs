@@ -660,3 +660,93 @@ fn deep_lists_the_tools_of_real_sdk_servers_and_runs_none() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(socket(&report, python.port)["mcp"].get("tools").is_none());
 }
+
+/// `--unix` without privileges: the Python SDK serving on a Unix socket is found over it (and is
+/// out of reach of web pages: `protected`, with a note when any local user may connect), a Unix
+/// socket that speaks something else is `not-mcp`.
+#[test]
+fn unix_socket_listeners_are_listed_and_probed_over_the_socket() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sdk = Upstream::start_unix(Transport::Streamable);
+    let sdk_path = sdk.socket.clone().expect("a socket path");
+    std::fs::set_permissions(&sdk_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = TempDir::new("scan-unix");
+    let banner_path = dir.path().join("banner.sock");
+    let banner = std::os::unix::net::UnixListener::bind(&banner_path).unwrap();
+    std::thread::spawn(move || {
+        for conn in banner.incoming().flatten() {
+            let mut conn = conn;
+            let _ = std::io::Write::write_all(&mut conn, b"220 not http at all\r\n");
+        }
+    });
+    let out = gateway_command()
+        .args(["scan", "--json", "--unix", "--deep", "--timeout", "2s"])
+        // No TCP port of interest: only the Unix sockets are judged here.
+        .args([
+            "--ports",
+            "1",
+            "--pin-dir",
+            "/nonexistent/mcp-gateway-scan-test",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let unix = report["unix_sockets"].as_array().expect("unix_sockets");
+    let row = |path: &Path| {
+        unix.iter()
+            .find(|r| r["path"] == path.to_str().unwrap())
+            .unwrap_or_else(|| panic!("{} not listed: {report:#}", path.display()))
+    };
+    let mcp = row(&sdk_path);
+    assert_eq!(mcp["probe"], "mcp", "{mcp:#}");
+    assert_eq!(mcp["verdict"], "protected", "{mcp:#}");
+    assert_eq!(mcp["mode"], "0777");
+    assert_eq!(mcp["mcp"]["name"], "e2e-upstream");
+    assert_eq!(
+        mcp["mcp"]["tools"],
+        serde_json::json!(["add", "count", "delete_all"])
+    );
+    let codes: Vec<&str> = mcp["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["unix-socket", "any-local-user"]);
+    assert!(
+        mcp["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r.as_str().unwrap().ends_with("Host: localhost")),
+        "no rebinding replay over a Unix socket: {mcp:#}"
+    );
+    assert_eq!(
+        mcp["owner"]["pid"].is_u64(),
+        true,
+        "its own user's process is visible"
+    );
+    assert_eq!(row(&banner_path)["verdict"], "not-mcp");
+    assert!(sdk.tool_calls().is_empty());
+    // The table says the same.
+    let out = gateway_command()
+        .args(["scan", "--unix", "--timeout", "2s", "--ports", "1"])
+        .args(["--pin-dir", "/nonexistent/mcp-gateway-scan-test"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.lines().any(|l| l.starts_with("protected")
+            && l.contains(sdk_path.to_str().unwrap())
+            && l.contains("e2e-upstream")),
+        "{table}"
+    );
+    assert!(
+        table.contains("any local user may connect (mode 0777)"),
+        "{table}"
+    );
+}

@@ -441,12 +441,30 @@ fn truncate(s: &str, max: usize) -> String {
 /// Sends `request` to `to` and reads the answer, all within `timeout`.
 pub async fn exchange(to: SocketAddr, request: &[u8], timeout: Duration) -> Answer {
     let deadline = Instant::now() + timeout;
-    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(to)).await {
-        Err(_) => return Answer::NoAnswer,
-        Ok(Err(e)) => return Answer::ConnectFailed(e.to_string()),
-        Ok(Ok(stream)) => stream,
-    };
-    let mut stream = stream;
+    match tokio::time::timeout_at(deadline, TcpStream::connect(to)).await {
+        Err(_) => Answer::NoAnswer,
+        Ok(Err(e)) => Answer::ConnectFailed(e.to_string()),
+        Ok(Ok(stream)) => exchange_on(stream, request, deadline).await,
+    }
+}
+
+/// Sends `request` to the Unix socket at `path` and reads the answer, all within `timeout`.
+pub async fn exchange_unix(path: &std::path::Path, request: &[u8], timeout: Duration) -> Answer {
+    let deadline = Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(path)).await {
+        Err(_) => Answer::NoAnswer,
+        Ok(Err(e)) => Answer::ConnectFailed(e.to_string()),
+        Ok(Ok(stream)) => exchange_on(stream, request, deadline).await,
+    }
+}
+
+/// Writes `request` on a connected stream and reads the answer until [`enough`], the peer
+/// closes, or `deadline`.
+async fn exchange_on(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    request: &[u8],
+    deadline: Instant,
+) -> Answer {
     let mut buf = Vec::new();
     let mut eof = false;
     let io = async {

@@ -27,6 +27,9 @@ pub struct Prober<E> {
     port: u16,
     /// `--deep`: list the tools of a found server.
     deep: bool,
+    /// A Unix socket (`--unix`): `Host: localhost`, and no rebinding replays (no browser can
+    /// reach a Unix socket).
+    unix: bool,
     /// Every request sent, in order (for the report: never pretend).
     pub sent: Vec<String>,
 }
@@ -86,11 +89,23 @@ impl<E: Exchange> Prober<E> {
             ex,
             port,
             deep,
+            unix: false,
             sent: Vec::new(),
         }
     }
 
+    /// Probes of a Unix socket.
+    pub fn unix(ex: E, deep: bool) -> Self {
+        Self {
+            unix: true,
+            ..Self::new(ex, 0, deep)
+        }
+    }
+
     fn local_host(&self) -> String {
+        if self.unix {
+            return "localhost".to_owned();
+        }
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -203,6 +218,13 @@ impl<E: Exchange> Prober<E> {
         let Some(found) = found else {
             return Outcome::NotMcp;
         };
+        if self.unix {
+            return Outcome::Mcp {
+                found,
+                foreign_host: Replay::NotTested,
+                foreign_origin: Replay::NotTested,
+            };
+        }
         let foreign = self.foreign();
         let foreign_host = self.replay(&found, foreign, None).await;
         let origin = format!("http://{}", self.foreign());
@@ -260,6 +282,18 @@ impl<E: Exchange> Prober<E> {
                 detail: format!("status {status}"),
             },
         }
+    }
+}
+
+/// The real exchange over a Unix socket: requests to `path`, each within `timeout`.
+pub struct Unix {
+    pub path: std::path::PathBuf,
+    pub timeout: std::time::Duration,
+}
+
+impl Exchange for Unix {
+    async fn exchange(&mut self, request: &Request) -> Answer {
+        super::http::exchange_unix(&self.path, &request.to_bytes(), self.timeout).await
     }
 }
 
@@ -528,6 +562,44 @@ mod tests {
             _ => status(404),
         });
         assert!(seen.iter().all(|r| !matches!(r.ask, Ask::ListTools { .. })));
+    }
+
+    #[test]
+    fn a_unix_socket_is_asked_with_localhost_and_never_replayed() {
+        let mut prober = Prober::unix(
+            Scripted {
+                rule: |r: &Request| match r.ask {
+                    Ask::Initialize => init_ok(),
+                    Ask::EndSession(_) => status(200),
+                    _ => status(404),
+                },
+                seen: Vec::new(),
+            },
+            false,
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let outcome = rt.block_on(prober.run());
+        let Outcome::Mcp {
+            foreign_host,
+            foreign_origin,
+            ..
+        } = outcome
+        else {
+            panic!("not found: {outcome:?}");
+        };
+        assert_eq!(
+            (foreign_host, foreign_origin),
+            (Replay::NotTested, Replay::NotTested)
+        );
+        let seen = &prober.ex.seen;
+        assert!(
+            seen.iter()
+                .all(|r| r.host == "localhost" && r.origin.is_none())
+        );
+        // discover, initialize, DELETE: nothing more.
+        assert_eq!(seen.len(), 3);
     }
 
     #[test]

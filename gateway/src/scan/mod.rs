@@ -6,6 +6,7 @@ pub mod http;
 pub mod identify;
 pub mod owner;
 pub mod report;
+pub mod unix;
 pub mod verdict;
 pub mod watch;
 
@@ -21,7 +22,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use identify::{Outcome, Prober, Tcp};
+use identify::{Outcome, Prober, Tcp, Unix};
 use report::{Report, Row};
 use verdict::{BindScope, Facts, GatewayOf, Kernel, Verdict};
 
@@ -58,6 +59,10 @@ pub struct ScanArgs {
     /// tool call).
     #[arg(long)]
     pub deep: bool,
+    /// Also list the listening Unix stream sockets (/proc/net/unix) and probe each for MCP
+    /// over the socket.
+    #[arg(long)]
+    pub unix: bool,
 }
 
 /// Runs `scan`: exit 0 when no MCP server is exposed, 1 when one is, 2 when the scan failed.
@@ -275,6 +280,11 @@ pub fn scan_with(args: &ScanArgs, skip_pid: Option<u32>) -> anyhow::Result<Repor
         }
         out
     });
+    let unix_rows = if args.unix {
+        Some(runtime.block_on(scan_unix(args, &owners, &limit, skip_pid)))
+    } else {
+        None
+    };
     let kernel_detail = kernel.as_ref().err().cloned();
     let rows = listeners
         .iter()
@@ -304,13 +314,68 @@ pub fn scan_with(args: &ScanArgs, skip_pid: Option<u32>) -> anyhow::Result<Repor
             Row::new(facts, owner, l.uid, requests)
         })
         .collect();
-    Ok(Report::new(
+    let report = Report::new(
         started_unix,
         started.elapsed(),
         &args.pin_dir,
         kernel_detail,
         rows,
-    ))
+    );
+    Ok(match unix_rows {
+        Some(rows) => report.with_unix(rows),
+        None => report,
+    })
+}
+
+/// `--unix`: every listening Unix stream socket with a path, probed over the socket (abstract
+/// sockets are listed, not probed).
+async fn scan_unix(
+    args: &ScanArgs,
+    owners: &HashMap<u32, u32>,
+    limit: &Arc<tokio::sync::Semaphore>,
+    skip_pid: Option<u32>,
+) -> Vec<unix::UnixRow> {
+    let text = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let mut listeners = unix::parse_proc_net_unix(&text);
+    if let Some(pid) = skip_pid {
+        listeners.retain(|l| owners.get(&l.inode) != Some(&pid));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, l) in listeners.iter().enumerate() {
+        let (limit, timeout, deep) = (limit.clone(), args.timeout, args.deep);
+        let listener = l.clone();
+        tasks.spawn(async move {
+            if listener.is_abstract() {
+                let why = "an abstract socket (only sockets with a path are probed)".to_owned();
+                return (i, Err(why), Vec::new());
+            }
+            let _permit = limit.acquire_owned().await;
+            let path = PathBuf::from(&listener.path);
+            let mut prober = Prober::unix(Unix { path, timeout }, deep);
+            let outcome = prober.run().await;
+            (i, Ok(outcome), prober.sent)
+        });
+    }
+    let mut outcomes: Vec<(Result<Outcome, String>, Vec<String>)> = (0..listeners.len())
+        .map(|_| (Err("its probe task failed".to_owned()), Vec::new()))
+        .collect();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((i, outcome, sent)) = done {
+            outcomes[i] = (outcome, sent);
+        }
+    }
+    listeners
+        .iter()
+        .zip(outcomes)
+        .map(|(l, (outcome, sent))| {
+            let mode = (!l.is_abstract())
+                .then(|| std::fs::metadata(&l.path).ok())
+                .flatten()
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
+            let owner = owners.get(&l.inode).map(|pid| owner::describe(*pid));
+            unix::UnixRow::new(l, mode, owner, outcome, sent)
+        })
+        .collect()
 }
 
 #[cfg(test)]

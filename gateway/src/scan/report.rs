@@ -24,6 +24,9 @@ pub struct Report {
     pub summary: Summary,
     #[serde(rename = "sockets")]
     pub rows: Vec<Row>,
+    /// `--unix`: the listening Unix stream sockets (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix_sockets: Option<Vec<super::unix::UnixRow>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -131,7 +134,22 @@ impl Report {
             kernel_unreadable,
             summary,
             rows,
+            unix_sockets: None,
         }
+    }
+
+    /// Adds the `--unix` rows, counted in the summary too.
+    pub fn with_unix(mut self, rows: Vec<super::unix::UnixRow>) -> Self {
+        for row in &rows {
+            *match row.verdict {
+                Verdict::Protected => &mut self.summary.protected,
+                Verdict::Exposed => &mut self.summary.exposed,
+                Verdict::NotMcp => &mut self.summary.not_mcp,
+                Verdict::Unknown => &mut self.summary.unknown,
+            } += 1;
+        }
+        self.unix_sockets = Some(rows);
+        self
     }
 }
 
@@ -160,7 +178,11 @@ fn process(row: &Row) -> String {
 }
 
 fn what(row: &Row) -> String {
-    match &row.mcp {
+    found_text(row.mcp.as_ref(), row.probe)
+}
+
+fn found_text(found: Option<&Found>, probe: &str) -> String {
+    match found {
         Some(found) => {
             let name = found.name.as_deref().unwrap_or("MCP");
             let version = found
@@ -174,7 +196,69 @@ fn what(row: &Row) -> String {
             }
             text
         }
-        None => row.probe.to_owned(),
+        None => probe.to_owned(),
+    }
+}
+
+/// The `--unix` part of the table: one line per socket, then the notes with their fixes.
+fn unix_table(out: &mut String, rows: &[super::unix::UnixRow]) {
+    let _ = writeln!(
+        out,
+        "
+Unix sockets:"
+    );
+    let lines: Vec<[String; 4]> = rows
+        .iter()
+        .map(|r| {
+            let process = r.owner.as_ref().map_or_else(
+                || "(not visible)".to_owned(),
+                |o| {
+                    let name = o
+                        .exe
+                        .as_deref()
+                        .and_then(|e| e.rsplit('/').next())
+                        .unwrap_or("?");
+                    format!("{name} ({})", o.pid)
+                },
+            );
+            [
+                r.verdict.name().to_owned(),
+                format!("{} {}", r.path, r.mode.as_deref().unwrap_or("")),
+                process,
+                found_text(r.mcp.as_ref(), r.probe),
+            ]
+        })
+        .collect();
+    let mut widths = [0usize; 3];
+    for line in &lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for line in &lines {
+        let _ = writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            line[0],
+            line[1],
+            line[2],
+            line[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+    }
+    for row in rows.iter().filter(|r| r.verdict != Verdict::NotMcp) {
+        let _ = writeln!(
+            out,
+            "
+{} {}:",
+            row.path,
+            row.verdict.name()
+        );
+        for reason in &row.reasons {
+            let _ = writeln!(out, "  - {}\n    fix: {}", reason.text, reason.fix);
+        }
     }
 }
 
@@ -211,6 +295,9 @@ pub fn table(report: &Report) -> String {
         for reason in &row.reasons {
             let _ = writeln!(out, "  - {}\n    fix: {}", reason.text, reason.fix);
         }
+    }
+    if let Some(unix) = report.unix_sockets.as_deref() {
+        unix_table(&mut out, unix);
     }
     if let Some(why) = &report.kernel_unreadable {
         let _ = writeln!(out, "\nkernel layer: unknown ({why})");

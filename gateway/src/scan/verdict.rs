@@ -86,7 +86,8 @@ impl Verdict {
 pub struct Reason {
     /// Stable, for scripts: `binds-all-interfaces`, `binds-address`, `foreign-host-accepted`,
     /// `foreign-origin-accepted`, `around-gateway`, `no-kernel-protection`, `not-probed`,
-    /// `no-answer`, `test-incomplete`.
+    /// `no-answer`, `test-incomplete`; for Unix sockets `unix-socket`, `any-local-user`,
+    /// `connect-failed`.
     pub code: &'static str,
     pub text: String,
     pub fix: String,
@@ -104,7 +105,11 @@ pub struct Facts {
     pub gateway: Option<GatewayOf>,
 }
 
-fn reason(code: &'static str, text: impl Into<String>, fix: impl Into<String>) -> Reason {
+pub(super) fn reason(
+    code: &'static str,
+    text: impl Into<String>,
+    fix: impl Into<String>,
+) -> Reason {
     Reason {
         code,
         text: text.into(),

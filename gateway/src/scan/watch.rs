@@ -82,6 +82,7 @@ pub fn spawn(every: Duration, pin_dir: PathBuf, stats: Arc<ScanStats>) -> std::i
         config_out: None,
         pin_dir,
         deep: false,
+        unix: false,
     };
     std::thread::Builder::new()
         .name("scan".into())
