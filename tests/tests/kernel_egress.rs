@@ -421,6 +421,51 @@ fn a_name_is_followed_and_its_old_address_kept_one_more_round() {
     );
 }
 
+/// A restart of the same instance without egress rules lets go of the cgroup its earlier run
+/// confined (the rules outlived that run, as they should until then).
+#[test]
+#[ignore = "privileged: needs root with CAP_BPF and cgroup v2; run by `cargo xtask test`"]
+fn a_restart_without_egress_rules_releases_the_cgroup() {
+    require_privileges();
+    let ns = NetnsGuard::new("egress-restart");
+    let listeners = TestCgroup::new("egress-restart-listeners");
+    let gateway_cg = TestCgroup::new("egress-restart-gw");
+    let server = TestCgroup::new("egress-restart-srv");
+    let pins = PinDir::new("egress-restart");
+    let _detach = Detach(&pins);
+    let _l = listen(listeners.path(), &ns, "127.0.0.1:18331");
+    let start = |egress: bool| {
+        let mut cmd = Command::new(gateway_bin());
+        cmd.env("RUST_LOG", "info")
+            .args(["run", "--instance", "egress-restart", "--upstream"])
+            .arg("http://127.0.0.1:9/mcp")
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+            .args(["--ebpf", "required", "--cgroup"])
+            .arg(gateway_cg.path())
+            .args(["--pin-dir", pins.arg()]);
+        if egress {
+            cmd.args(["--egress", "127.0.0.1:1", "--egress-cgroup"])
+                .arg(server.path());
+        }
+        let mut gw = ChildGuard::spawn_logged(&mut cmd);
+        gw.wait_for_log("mcp-gateway listening on", Duration::from_secs(30));
+        gw
+    };
+    let mut gw = start(true);
+    assert!(connect_from(server.path(), &ns, "127.0.0.1:18331").starts_with(EPERM));
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_exit(Duration::from_secs(15)).is_some());
+    assert!(
+        connect_from(server.path(), &ns, "127.0.0.1:18331").starts_with(EPERM),
+        "in force while the instance is down"
+    );
+    let gw = start(false);
+    assert!(gw.logged("released the cgroups an earlier run").is_some());
+    assert_eq!(connect_from(server.path(), &ns, "127.0.0.1:18331"), "ok");
+    assert!(status(&pins)["egress"].as_array().unwrap().is_empty());
+    assert_eq!(egress_links(&pins), Vec::<String>::new());
+}
+
 /// Without the capabilities, `--ebpf auto` says loudly that the rules are not enforced and
 /// exports it; `--ebpf required` exits.
 #[test]

@@ -311,6 +311,15 @@ impl Egress {
                 servers: confined,
             }));
         };
+        if confined.is_empty() {
+            // Nothing to confine: no programs to load, only an earlier run's cgroups to let go.
+            release_stale(&pin_dir, instance_id);
+            return Ok(Arc::new(Self {
+                kernel: None,
+                instance_id,
+                servers: confined,
+            }));
+        }
         let loaded = super::enforce::load_pinned(&pin_dir);
         let mut bpf = match loaded {
             Ok(bpf) => bpf,
@@ -570,6 +579,21 @@ impl Egress {
                 }
             })
             .collect()
+    }
+}
+
+/// Releases the cgroups an earlier run of `instance_id` confined (this run confines none).
+fn release_stale(pin_dir: &Path, instance_id: u64) {
+    let released = LayoutLock::acquire(pin_dir, LOCK_TIMEOUT)
+        .and_then(|_lock| egress::release_instance(pin_dir, instance_id));
+    match released {
+        Ok(ids) if !ids.is_empty() => {
+            tracing::info!(cgroups = ?ids, "egress: released the cgroups an earlier run of this instance confined");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "egress: could not release the cgroups an earlier run of this instance confined; `mcp-gateway status` lists them");
+        }
     }
 }
 
