@@ -220,6 +220,7 @@ fn server(config: &Config) -> Server {
         sources: SourceList::default(),
         rate: None,
         egress: None,
+        supervised: None,
     };
     let metrics = Arc::new(Metrics::in_process(
         metrics::DEFAULT_LABEL_BUDGET,

@@ -23,6 +23,7 @@ pub mod run;
 pub mod scan;
 pub mod security_log;
 pub mod source;
+pub mod supervise;
 #[allow(unsafe_code, reason = "system calls")]
 pub mod sys;
 pub mod tls;

@@ -26,6 +26,7 @@ use crate::{
     proxy::{self, Gateway, slots::PENDING_PER_SLOT},
     reload,
     security_log::{self, RejectionLog},
+    supervise,
 };
 
 /// How often a running gateway checks that its kernel claim is still in force.
@@ -171,16 +172,37 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Before any upstream connection: with --exclusive-upstream this moves us into our own
     // cgroup, the one allowed to connect. Held until exit; the pins keep enforcing after it.
     let enforcement = kernel::start(&kernel_settings, &instance, &ports)?;
+    // The servers the gateway starts itself: their cgroups first, so the egress rules below
+    // are in force before their first instruction.
+    let mut supervised: Vec<(usize, Arc<supervise::Server>)> = Vec::new();
+    for (i, (s, _)) in bound.iter().enumerate() {
+        if let Some(spec) = &s.supervised {
+            let server = supervise::Server::prepare(
+                &s.name,
+                &instance,
+                spec.clone(),
+                s.upstream.addr.clone(),
+            )?;
+            supervised.push((i, server));
+        }
+    }
     // What each confined server may reach. Always started: it also releases the cgroups an
     // earlier run of this instance confined and this one no longer does.
     let confined: Vec<ServerEgress> = bound
         .iter()
-        .filter_map(|(s, _)| {
-            s.egress.as_ref().map(|e| ServerEgress {
+        .enumerate()
+        .filter_map(|(i, (s, _))| {
+            let e = s.egress.as_ref()?;
+            // A server the gateway starts is confined in the cgroup made for it.
+            let own = supervised
+                .iter()
+                .find(|(j, _)| *j == i)
+                .and_then(|(_, server)| server.cgroup.clone());
+            Some(ServerEgress {
                 name: s.name.clone(),
                 rules: e.rules.clone(),
                 dns: e.dns,
-                cgroup: e.cgroup.clone(),
+                cgroup: e.cgroup.clone().or(own).unwrap_or_default(),
             })
         })
         .collect();
@@ -210,6 +232,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     metrics.expect_kernel(kernel_settings.mode != EbpfMode::Off);
     metrics.watch_egress(egress);
+    metrics.watch_supervised(supervised.iter().map(|(_, s)| s.clone()).collect());
     if let Some(audit) = &audit {
         metrics.watch_audit(audit.clone());
     }
@@ -228,8 +251,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut servers = JoinSet::new();
     let mut watched = Vec::new();
     let mut reloadable = Vec::new();
+    let mut children = Vec::new();
     for (index, (server, listener)) in bound.into_iter().enumerate() {
-        let gw = Gateway::new(
+        let mut gw = Gateway::new(
             server,
             index,
             metrics.clone(),
@@ -237,6 +261,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             audit.clone(),
             shutdown.clone(),
         )?;
+        let mut child = None;
+        if let Some((_, server)) = supervised.iter().find(|(i, _)| *i == index) {
+            gw.ready = Some(server.ready.clone());
+            let grace = gw.limits.shutdown_grace;
+            child = Some(tokio::spawn(server.clone().run(grace)));
+        }
+        children.extend(child);
         let listen = listener.local_addr()?;
         let targets = [
             gw.credentials.clone().map(reload::Target::Credentials),
@@ -300,6 +331,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
                 result = Err(e);
             }
         }
+    }
+    // The servers the gateway started stop after its listeners: SIGTERM, the grace period,
+    // SIGKILL.
+    for (_, server) in &supervised {
+        server.stop();
+    }
+    for child in children {
+        let _ = child.await;
     }
     drop(enforcement);
     ticker.abort();

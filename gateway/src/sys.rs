@@ -146,3 +146,57 @@ mod tests {
         assert_eq!(user_name(u32::MAX - 7), None);
     }
 }
+
+/// Prepares `cmd`'s child, between fork and exec, for supervision: it joins the cgroup whose
+/// `cgroup.procs` is open as `procs` (before the program runs, so all of it is confined); it
+/// leads a new session (its whole process group can be signalled); it gets SIGKILL when the
+/// thread that spawned it exits (spawn from a runtime worker thread, which lives as long as
+/// the gateway); and it can never gain privileges (`no_new_privs`: setuid binaries and file
+/// capabilities do nothing).
+pub fn supervise_child(cmd: &mut std::process::Command, procs: Option<std::os::fd::RawFd>) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (write, setsid, prctl) on values it owns: no allocation, no locks. `procs` is a
+    // descriptor the parent keeps open until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = procs {
+                // Writing 0 moves the writing process.
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends `signal` to process group `pgid` (a supervised server and everything it forked in its
+/// session). `false` when there is no such group any more.
+pub fn signal_group(pgid: u32, signal: i32) -> bool {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return false;
+    };
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) takes plain integers; a negative pid names the process group.
+    unsafe { libc::kill(-pgid, signal) == 0 }
+}
+
+/// Sends `signal` to process `pid`. `false` when there is no such process.
+pub fn signal_pid(pid: i32, signal: i32) -> bool {
+    if pid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) takes plain integers.
+    unsafe { libc::kill(pid, signal) == 0 }
+}

@@ -106,6 +106,7 @@ impl TestGateway {
             sources: mcp_gateway::source::SourceList::default(),
             rate: opts.rate,
             egress: None,
+            supervised: None,
         };
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::in_process(

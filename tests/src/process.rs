@@ -203,3 +203,12 @@ fn target_bin(name: &str) -> PathBuf {
     );
     bin
 }
+
+/// Sends `signal` to process `pid` (not necessarily our child); whether it was delivered.
+pub fn signal_pid(pid: u32, signal: i32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) takes plain integers.
+    unsafe { libc::kill(pid, signal) == 0 }
+}

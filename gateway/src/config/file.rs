@@ -71,6 +71,16 @@ macro_rules! server_keys {
             pub upstream: Option<String>,
             /// The server's cgroup, for its egress rules (the table's name for `egress_cgroup`).
             pub cgroup: Option<PathBuf>,
+            /// A server the gateway starts itself: its argv.
+            pub command: Option<Vec<String>>,
+            /// How the gateway speaks to it: `http` (it listens on `upstream`).
+            pub transport: Option<String>,
+            /// Its whole environment, beyond a minimal PATH, HOME and LANG.
+            pub env: Option<std::collections::BTreeMap<String, String>>,
+            /// Its working directory [default: its state directory].
+            pub cwd: Option<PathBuf>,
+            /// When it is started again: `on-failure`, `always` or `never`.
+            pub restart: Option<crate::supervise::policy::Restart>,
             $($key: Option<$ty>,)*
         }
 

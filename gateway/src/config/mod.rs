@@ -191,6 +191,8 @@ pub struct ServerSettings {
     pub rate: Option<Rate>,
     /// What the server may reach, when it is confined.
     pub egress: Option<EgressSettings>,
+    /// Set when the gateway starts the server itself (`command`).
+    pub supervised: Option<Supervised>,
 }
 
 /// A confined server's egress allowlist.
@@ -199,8 +201,9 @@ pub struct EgressSettings {
     pub rules: Vec<crate::egress::Rule>,
     /// Allow /etc/resolv.conf's resolvers on port 53.
     pub dns: bool,
-    /// The server's cgroup (checked at start: it is a property of the running host).
-    pub cgroup: PathBuf,
+    /// The server's cgroup (checked at start: it is a property of the running host); `None`
+    /// for a server the gateway starts, in the cgroup it makes for it.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// The default, shortest and longest time between lookups of egress names.
@@ -229,8 +232,9 @@ fn egress_refresh(secs: Option<f64>) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// The egress settings of one server's keys.
-fn egress(keys: &ServerKeys) -> Result<Option<EgressSettings>, ConfigError> {
+/// The egress settings of one server's keys; `supervised` when the gateway starts the server
+/// (its processes are then in a cgroup the gateway makes).
+fn egress(keys: &ServerKeys, supervised: bool) -> Result<Option<EgressSettings>, ConfigError> {
     let rules = keys
         .egress
         .as_deref()
@@ -243,33 +247,46 @@ fn egress(keys: &ServerKeys) -> Result<Option<EgressSettings>, ConfigError> {
         .transpose()
         .map_err(|why| ConfigError::Invalid { key: "egress", why })?;
     let dns = keys.egress_dns.unwrap_or(false);
-    match (rules, keys.egress_cgroup.clone()) {
-        (None, None) if !dns => Ok(None),
-        (rules, Some(cgroup)) => {
-            if rules.is_none() && !dns {
-                return Err(ConfigError::Invalid {
-                    key: "cgroup",
-                    why: "is set without egress rules; list what the server may reach \
-                          (egress = [\"api.example.com:443\"]), or egress = [] to refuse \
-                          everything"
-                        .into(),
-                });
-            }
-            Ok(Some(EgressSettings {
-                rules: rules.unwrap_or_default(),
-                dns,
-                cgroup,
-            }))
+    let cgroup = keys.egress_cgroup.clone();
+    if supervised && cgroup.is_some() {
+        return Err(ConfigError::Invalid {
+            key: "cgroup",
+            why: "a server the gateway starts (`command`) runs in a cgroup the gateway makes \
+                  for it; remove `cgroup`"
+                .into(),
+        });
+    }
+    if rules.is_none() && !dns {
+        if cgroup.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "cgroup",
+                why: "is set without egress rules; list what the server may reach \
+                      (egress = [\"api.example.com:443\"]), or egress = [] to refuse \
+                      everything"
+                    .into(),
+            });
         }
-        (_, None) => Err(ConfigError::Invalid {
-            key: if dns { "egress_dns" } else { "egress" },
+        return Ok(None);
+    }
+    if cgroup.is_none() && !supervised {
+        return Err(ConfigError::Invalid {
+            key: if rules.is_none() {
+                "egress_dns"
+            } else {
+                "egress"
+            },
             why: "needs the server's cgroup (`cgroup` in its [[server]] table, or \
                   --egress-cgroup): the gateway does not start this server, so it must be told \
                   which processes are the server, for example \
                   cgroup = \"system.slice/mcp-weather.service\""
                 .into(),
-        }),
+        });
     }
+    Ok(Some(EgressSettings {
+        rules: rules.unwrap_or_default(),
+        dns,
+        cgroup,
+    }))
 }
 
 /// The kernel layer of the whole process (the union of its servers' ports).
@@ -439,7 +456,11 @@ impl RunArgs {
                 )
             })?;
             let keys = table.keys().or(defaults.clone());
-            let settings = server(name.clone(), listen, upstream, keys).map_err(in_table)?;
+            let supervised = supervised(table).map_err(in_table)?;
+            let mut settings =
+                server_with(name.clone(), listen, upstream, keys, supervised.is_some())
+                    .map_err(in_table)?;
+            settings.supervised = supervised;
             if let Some(other) = servers.iter().find(|s| s.name == name) {
                 return Err(in_table(ConfigError::Invalid {
                     key: "name",
@@ -525,9 +546,20 @@ fn server(
     upstream: &str,
     keys: ServerKeys,
 ) -> Result<ServerSettings, ConfigError> {
+    server_with(name, listen, upstream, keys, false)
+}
+
+/// One server; `supervised` when the gateway starts it (`command`).
+fn server_with(
+    name: String,
+    listen: SocketAddr,
+    upstream: &str,
+    keys: ServerKeys,
+    supervised: bool,
+) -> Result<ServerSettings, ConfigError> {
     check_server_name(&name)?;
     let upstream = upstream::parse(upstream)?;
-    let egress = egress(&keys)?;
+    let egress = egress(&keys, supervised)?;
     let access = access::resolve(listen, &keys)?;
     let policy = PolicySettings {
         mode: keys.mode.unwrap_or_default(),
@@ -628,6 +660,7 @@ fn server(
         sources,
         rate,
         egress,
+        supervised: None,
     })
 }
 
@@ -797,6 +830,97 @@ fn secs(key: &'static str, value: Option<f64>, default: Duration) -> Result<Dura
             key,
             why: format!("{value} is not a positive number of seconds"),
         })
+}
+
+/// A server the gateway starts, watches and stops (`command` in its table).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Supervised {
+    /// argv; `program` is `argv[0]` as found.
+    pub argv: Vec<String>,
+    pub program: PathBuf,
+    pub env: std::collections::BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    pub restart: crate::supervise::policy::Restart,
+}
+
+/// The `command` keys of a `[[server]]` table.
+fn supervised(table: &file::ServerTable) -> Result<Option<Supervised>, ConfigError> {
+    let Some(argv) = &table.command else {
+        for (set, key) in [
+            (table.transport.is_some(), "transport"),
+            (table.env.is_some(), "env"),
+            (table.cwd.is_some(), "cwd"),
+            (table.restart.is_some(), "restart"),
+        ] {
+            if set {
+                return Err(ConfigError::Invalid {
+                    key,
+                    why: "applies to a server the gateway starts: set `command` too".into(),
+                });
+            }
+        }
+        return Ok(None);
+    };
+    let invalid = |key: &'static str, why: String| ConfigError::Invalid { key, why };
+    match table.transport.as_deref() {
+        None | Some("http") => {}
+        Some("stdio") => {
+            return Err(invalid(
+                "transport",
+                "`stdio` is not supported yet: run the server with a Streamable HTTP transport \
+                 listening on `upstream` (transport = \"http\")"
+                    .into(),
+            ));
+        }
+        Some(other) => {
+            return Err(invalid(
+                "transport",
+                format!("`{other}`: give `http` (the command listens on `upstream`)"),
+            ));
+        }
+    }
+    let Some(first) = argv.first().filter(|p| !p.is_empty()) else {
+        return Err(invalid(
+            "command",
+            "is empty: give the program and its arguments, like [\"uvx\", \"mcp-server-fetch\"]"
+                .into(),
+        ));
+    };
+    let env = table.env.clone().unwrap_or_default();
+    for name in env.keys() {
+        crate::supervise::env::check_name(name).map_err(|why| invalid("env", why))?;
+    }
+    let path = env
+        .get("PATH")
+        .map_or(crate::supervise::env::PATH, String::as_str);
+    let program = crate::supervise::env::find_program(first, path).ok_or_else(|| {
+        invalid(
+            "command",
+            format!(
+                "`{first}` is not an executable file{}; give its absolute path, or install it",
+                if first.contains('/') {
+                    String::new()
+                } else {
+                    format!(" on the server's PATH ({path})")
+                }
+            ),
+        )
+    })?;
+    if let Some(cwd) = &table.cwd
+        && !cwd.is_dir()
+    {
+        return Err(invalid(
+            "cwd",
+            format!("{} is not a directory", cwd.display()),
+        ));
+    }
+    Ok(Some(Supervised {
+        argv: argv.clone(),
+        program,
+        env,
+        cwd: table.cwd.clone(),
+        restart: table.restart.unwrap_or_default(),
+    }))
 }
 
 #[cfg(test)]

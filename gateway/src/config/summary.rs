@@ -77,12 +77,23 @@ fn server(out: &mut String, s: &ServerSettings) {
             "  the browser's Origin reaches the upstream unchanged (pass_origin)"
         );
     }
+    if let Some(sup) = &s.supervised {
+        let _ = writeln!(
+            out,
+            "  started by the gateway: {} (restart {}, environment: {})",
+            sup.argv.join(" "),
+            sup.restart.name(),
+            list(&sup.env.keys().cloned().collect::<Vec<_>>())
+        );
+    }
     if let Some(e) = &s.egress {
         let rules: Vec<String> = e.rules.iter().map(ToString::to_string).collect();
         let _ = writeln!(
             out,
             "  egress of cgroup {}: only {}{}",
-            e.cgroup.display(),
+            e.cgroup
+                .as_ref()
+                .map_or_else(|| "(its own)".to_owned(), |c| c.display().to_string()),
             if rules.is_empty() {
                 "nothing".to_owned()
             } else {

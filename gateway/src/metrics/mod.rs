@@ -257,6 +257,8 @@ pub struct Metrics {
     scan: std::sync::OnceLock<Arc<crate::scan::watch::ScanStats>>,
     /// The confined servers' egress rules: in force or not, and their denials.
     egress: std::sync::OnceLock<Arc<crate::ebpf::confine::Egress>>,
+    /// The servers the gateway starts itself.
+    supervised: std::sync::OnceLock<Vec<Arc<crate::supervise::Server>>>,
 }
 
 impl Metrics {
@@ -316,6 +318,7 @@ impl Metrics {
             audit: std::sync::OnceLock::new(),
             scan: std::sync::OnceLock::new(),
             egress: std::sync::OnceLock::new(),
+            supervised: std::sync::OnceLock::new(),
         };
         // Seed the budget from what the map already holds, busiest first, so the series a
         // previous run exported keep their labels.
@@ -341,6 +344,11 @@ impl Metrics {
     /// Exports the confined servers' egress state (`mcp_gateway_egress_*`).
     pub fn watch_egress(&self, egress: Arc<crate::ebpf::confine::Egress>) {
         let _ = self.egress.set(egress);
+    }
+
+    /// Exports the supervised servers' state (`mcp_gateway_server_*`).
+    pub fn watch_supervised(&self, servers: Vec<Arc<crate::supervise::Server>>) {
+        let _ = self.supervised.set(servers);
     }
 
     /// The flag behind `mcp_gateway_lockdown`.
@@ -574,6 +582,32 @@ impl Metrics {
         for (name, help, value) in gauges {
             enc.family(name, Kind::Gauge, help);
             enc.sample(name, &[], value);
+        }
+
+        let supervised = self.supervised.get().map(Vec::as_slice).unwrap_or_default();
+        enc.family(
+            "mcp_gateway_server_up",
+            Kind::Gauge,
+            "1 while the process of a server the gateway starts itself (`command`) runs, else 0 (exited, crashed, waiting to be started again).",
+        );
+        for s in supervised {
+            enc.sample(
+                "mcp_gateway_server_up",
+                &[("server", &s.name)],
+                i64::from(s.up.load(Ordering::Relaxed)),
+            );
+        }
+        enc.family(
+            "mcp_gateway_server_restarts",
+            Kind::Counter,
+            "Times a server the gateway starts itself was started again after it exited.",
+        );
+        for s in supervised {
+            enc.sample(
+                "mcp_gateway_server_restarts_total",
+                &[("server", &s.name)],
+                s.restarts.load(Ordering::Relaxed),
+            );
         }
 
         // The families are always described (dashboards and alerts can name them); the

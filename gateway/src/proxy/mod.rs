@@ -165,6 +165,8 @@ pub struct Gateway {
     pub limiter: Option<Limiter>,
     /// Set while the server's ports are under lockdown (by the lock watcher).
     pub locked: Arc<AtomicBool>,
+    /// For a server the gateway starts: set while its upstream accepts connections.
+    pub ready: Option<Arc<AtomicBool>>,
 }
 
 impl Gateway {
@@ -231,6 +233,7 @@ impl Gateway {
                 .rate
                 .map(|rate| Limiter::new(rate, crate::ratelimit::DEFAULT_CAP)),
             locked: Arc::default(),
+            ready: None,
         })
     }
 
@@ -287,6 +290,14 @@ impl Gateway {
         // MCP messages are read and checked before anything is forwarded.
         let (body, inspection) = self.inspect(ctx, body).await?;
         tracing::debug!(server = %self.name, peer = %client.peer, credential = ?client.name(), method = %ctx.parts.method, path = ?ctx.parts.uri.path(), "accepted");
+        // A server the gateway starts gets requests once it accepts connections.
+        if self
+            .ready
+            .as_ref()
+            .is_some_and(|r| !r.load(Ordering::Relaxed))
+        {
+            return Err(Refusal::Starting.into());
+        }
         let sent = std::time::Instant::now();
         let reads = inspection.reads_response();
         let resp = forward::forward(self, client, &mut ctx.parts, body, reads).await?;

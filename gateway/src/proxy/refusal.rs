@@ -52,6 +52,9 @@ pub enum Refusal {
         why: String,
         id: Option<String>,
     },
+    /// The server the gateway starts is not accepting connections yet, or is being started
+    /// again (503, `Retry-After`). Not the client's doing: not counted as a rejection.
+    Starting,
     /// A method or tool the allowlists refuse (403): `answer` is the JSON-RPC error (or batch
     /// of errors) for the request's messages.
     Message {
@@ -94,16 +97,17 @@ impl Refusal {
             Self::Framing(_) | Self::BrokenBody(_) | Self::Invalid { .. } => Reason::Invalid,
             Self::Auth => Reason::Auth,
             Self::RateLimit { .. } => Reason::RateLimit,
-            Self::TooLarge { .. } => return None,
+            Self::TooLarge { .. } | Self::Starting => return None,
             Self::Message { reason, .. } => *reason,
         })
     }
 
     /// The audit record's `decision`.
     pub fn decision(&self) -> &'static str {
-        match self.reason() {
-            Some(reason) => reason.name(),
-            None => "too_large",
+        match (self, self.reason()) {
+            (_, Some(reason)) => reason.name(),
+            (Self::Starting, None) => "starting",
+            (_, None) => "too_large",
         }
     }
 
@@ -132,6 +136,7 @@ impl Refusal {
             Self::Auth => ("missing or wrong bearer token", None),
             Self::RateLimit { .. } => ("the client is over its rate limit", None),
             Self::TooLarge { .. } => ("the request body is over max_body_bytes", None),
+            Self::Starting => ("the MCP server is starting", None),
             Self::BrokenBody(why) => (
                 "the request body is malformed or was cut short (the client's error, not the MCP server's)",
                 Some(why),
@@ -186,6 +191,15 @@ impl Refusal {
                 );
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                resp
+            }
+            Self::Starting => {
+                let mut resp = reply::json_rpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service unavailable: the MCP server is starting; retry in 1 s",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
                 resp
             }
             Self::TooLarge { max } => reply::json_rpc_error(
@@ -244,7 +258,8 @@ impl Gateway {
                 // A lockdown is logged once by the lock watcher; each refusal only counted.
                 reason != Reason::Lockdown
             }
-            None => true,
+            // The supervisor logs the server's state; each request is only answered.
+            None => !matches!(refusal, Refusal::Starting),
         };
         let key = match &refusal {
             Refusal::Message { value, .. } => value.as_str(),
