@@ -101,52 +101,6 @@ pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_buffer_grows_on_erange_within_its_bound() {
-        // (first, max, the size the call needs, what comes back)
-        let cases: [(usize, usize, usize, Option<usize>); 5] = [
-            (1024, 1 << 20, 100, Some(1024)),
-            (1024, 1 << 20, 5000, Some(8192)),
-            (1024, 1 << 20, 1 << 20, Some(1 << 20)),
-            // Past the bound: given up, not grown forever.
-            (1024, 1 << 20, (1 << 20) + 1, None),
-            (0, 4, 3, Some(4)),
-        ];
-        for (first, max, needs, want) in cases {
-            let mut calls = 0;
-            let got = with_growing_buffer((first, max), |buf| {
-                calls += 1;
-                if buf.len() >= needs {
-                    Ok(buf.len())
-                } else {
-                    Err(libc::ERANGE)
-                }
-            });
-            assert_eq!(got, want, "first {first}, max {max}, needs {needs}");
-            assert!(calls <= 21, "{calls} calls");
-        }
-        // Any other error ends it at once.
-        let mut calls = 0;
-        let got = with_growing_buffer((8, 1024), |_| -> Result<(), _> {
-            calls += 1;
-            Err(libc::EIO)
-        });
-        assert_eq!((got, calls), (None, 1));
-    }
-
-    #[test]
-    fn this_process_has_a_user_name() {
-        let (uid, _) = ids();
-        // The test runs as a user the passwd database knows (root in CI).
-        assert!(user_name(uid).is_some_and(|n| !n.is_empty()));
-        assert_eq!(user_name(u32::MAX - 7), None);
-    }
-}
-
 /// Prepares `cmd`'s child, between fork and exec, for supervision: it joins the cgroup whose
 /// `cgroup.procs` is open as `procs` (before the program runs, so all of it is confined); it
 /// leads a new session (its whole process group can be signalled); it gets SIGKILL when the
@@ -199,4 +153,50 @@ pub fn signal_pid(pid: i32, signal: i32) -> bool {
     }
     // SAFETY: kill(2) takes plain integers.
     unsafe { libc::kill(pid, signal) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_buffer_grows_on_erange_within_its_bound() {
+        // (first, max, the size the call needs, what comes back)
+        let cases: [(usize, usize, usize, Option<usize>); 5] = [
+            (1024, 1 << 20, 100, Some(1024)),
+            (1024, 1 << 20, 5000, Some(8192)),
+            (1024, 1 << 20, 1 << 20, Some(1 << 20)),
+            // Past the bound: given up, not grown forever.
+            (1024, 1 << 20, (1 << 20) + 1, None),
+            (0, 4, 3, Some(4)),
+        ];
+        for (first, max, needs, want) in cases {
+            let mut calls = 0;
+            let got = with_growing_buffer((first, max), |buf| {
+                calls += 1;
+                if buf.len() >= needs {
+                    Ok(buf.len())
+                } else {
+                    Err(libc::ERANGE)
+                }
+            });
+            assert_eq!(got, want, "first {first}, max {max}, needs {needs}");
+            assert!(calls <= 21, "{calls} calls");
+        }
+        // Any other error ends it at once.
+        let mut calls = 0;
+        let got = with_growing_buffer((8, 1024), |_| -> Result<(), _> {
+            calls += 1;
+            Err(libc::EIO)
+        });
+        assert_eq!((got, calls), (None, 1));
+    }
+
+    #[test]
+    fn this_process_has_a_user_name() {
+        let (uid, _) = ids();
+        // The test runs as a user the passwd database knows (root in CI).
+        assert!(user_name(uid).is_some_and(|n| !n.is_empty()));
+        assert_eq!(user_name(u32::MAX - 7), None);
+    }
 }

@@ -69,6 +69,10 @@ pub enum Replay {
 
 /// What the probes of one socket found.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per socket, moved a few times: boxing the found server would only add noise"
+)]
 pub enum Outcome {
     ConnectFailed(String),
     NoAnswer,
