@@ -86,10 +86,11 @@ mod tests {
             Some(std::path::Path::new("/bin/sh"))
         );
         assert!(find_program("no-such-program-mcp-gateway", PATH).is_none());
-        assert!(
-            find_program("/etc/hostname", PATH).is_none(),
-            "not executable"
-        );
+        let plain = std::env::temp_dir().join(format!("mcp-gateway-plain-{}", std::process::id()));
+        std::fs::write(&plain, "not a program").unwrap();
+        let found = find_program(plain.to_str().unwrap(), PATH);
+        std::fs::remove_file(&plain).unwrap();
+        assert!(found.is_none(), "not executable");
         assert!(find_program("/tmp", PATH).is_none(), "a directory");
     }
 }

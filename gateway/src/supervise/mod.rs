@@ -400,7 +400,7 @@ mod tests {
         huge.extend_from_slice(b"\nok\nlast without newline");
         assert_eq!(
             lines(huge),
-            [(MAX_LINE, true), (2, false), (21, false)],
+            [(MAX_LINE, true), (2, false), (20, false)],
             "the long line cut, the next ones whole, the unterminated last one kept"
         );
         assert_eq!(
