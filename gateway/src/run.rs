@@ -182,6 +182,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
                 &instance,
                 spec.clone(),
                 s.upstream.addr.clone(),
+                kernel_settings.mode == EbpfMode::Required,
             )?;
             supervised.push((i, server));
         }

@@ -101,36 +101,105 @@ pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-/// Prepares `cmd`'s child, between fork and exec, for supervision: it joins the cgroup whose
-/// `cgroup.procs` is open as `procs` (before the program runs, so all of it is confined); it
-/// leads a new session (its whole process group can be signalled); it gets SIGKILL when the
-/// thread that spawned it exits (spawn from a runtime worker thread, which lives as long as
-/// the gateway); and it can never gain privileges (`no_new_privs`: setuid binaries and file
-/// capabilities do nothing).
-pub fn supervise_child(cmd: &mut std::process::Command, procs: Option<std::os::fd::RawFd>) {
+/// What a supervised child gets between fork and exec.
+#[derive(Clone, Copy, Debug)]
+pub struct ChildConfinement {
+    /// `cgroup.procs` of its cgroup, open for writing: it joins it.
+    pub procs: Option<std::os::fd::RawFd>,
+    /// A Landlock ruleset: it restricts itself with it.
+    pub landlock: Option<std::os::fd::RawFd>,
+    /// The highest capability number of this kernel (/proc/sys/kernel/cap_last_cap).
+    pub cap_last: u32,
+}
+
+/// The highest capability number of this kernel.
+pub fn cap_last() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Prepares `cmd`'s child, between fork and exec, for supervision: it joins its cgroup (before
+/// the program runs, so all of it is confined); it leads a new session (its whole process group
+/// can be signalled); it gets SIGKILL when the thread that spawned it exits (spawn from a
+/// runtime worker thread, which lives as long as the gateway); it can never gain privileges
+/// (`no_new_privs`); it has no capability left, in any set; and it is restricted by its
+/// Landlock ruleset.
+pub fn supervise_child(cmd: &mut std::process::Command, how: ChildConfinement) {
     use std::os::unix::process::CommandExt as _;
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (write, setsid, prctl) on values it owns: no allocation, no locks. `procs` is a
-    // descriptor the parent keeps open until spawn returns.
+    // functions (write, setsid, prctl, syscall) on values it owns: no allocation, no locks. The
+    // descriptors are ones the parent keeps open until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
-            if let Some(fd) = procs {
+            let fail = || Err(io::Error::last_os_error());
+            if let Some(fd) = how.procs {
                 // Writing 0 moves the writing process.
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(io::Error::last_os_error());
+                    return fail();
                 }
             }
             if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
+                return fail();
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
                 || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
             {
-                return Err(io::Error::last_os_error());
+                return fail();
+            }
+            // Capabilities: none ambient, none in the bounding set (where we may drop them:
+            // CAP_SETPCAP; without it the bounding set is already the unit's), none at all.
+            if libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return fail();
+            }
+            let mut cap = 0;
+            while cap <= how.cap_last {
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+                cap += 1;
+            }
+            let mut header = CapHeader {
+                version: LINUX_CAPABILITY_VERSION_3,
+                pid: 0,
+            };
+            let data = [CapData::default(); 2];
+            if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+                return fail();
+            }
+            if let Some(fd) = how.landlock
+                && libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) != 0
+            {
+                return fail();
             }
             Ok(())
         });
     }
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
 }
 
 /// Sends `signal` to process group `pgid` (a supervised server and everything it forked in its

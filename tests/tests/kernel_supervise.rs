@@ -140,11 +140,19 @@ fn a_supervised_sdk_server_is_confined_served_restarted_and_stopped() {
         command = ["{python}", "{script}", "--port", "{upstream}", "--record", "{record}", "--fetch"]
         env = {{ GREETING = "hello" }}
         egress = ["127.0.0.1:{allowed}"]
+        read_paths = ["{assets}"]
+        write_paths = ["{state}"]
         "#,
         python = python().display(),
         script = assets().join("server.py").display(),
         record = record.display(),
+        assets = assets().display(),
+        state = state.path().display(),
     );
+    // A file the server has no business reading: outside its read paths.
+    let secrets = TempDir::new("supervise-secret");
+    let secret = secrets.path().join("secret.txt");
+    fs::write(&secret, "the host's secret").unwrap();
     let gw = Supervisor::start(&config, &cgroup, &pins, state.path());
     let url = format!("http://127.0.0.1:{listen}/mcp");
     wait_until("the server is ready", Duration::from_secs(30), || {
@@ -174,6 +182,12 @@ fn a_supervised_sdk_server_is_confined_served_restarted_and_stopped() {
     );
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            status.contains(&format!("{set}:\t0000000000000000")),
+            "{set}: every capability dropped, though the gateway runs as root: {status}"
+        );
+    }
 
     // Served through the gateway, with its egress rules in force on its own cgroup.
     let summary = run_client_with(
@@ -185,6 +199,10 @@ fn a_supervised_sdk_server_is_confined_served_restarted_and_stopped() {
             &format!("http://127.0.0.1:{allowed}/"),
             "--fetch",
             &format!("http://127.0.0.1:{denied}/"),
+            "--fetch",
+            &format!("file://{}", assets().join("requirements.txt").display()),
+            "--fetch",
+            &format!("file://{}", secret.display()),
         ],
     );
     assert_eq!(summary["add"], serde_json::json!(["5"]), "{summary}");
@@ -195,6 +213,15 @@ fn a_supervised_sdk_server_is_confined_served_restarted_and_stopped() {
             .contains("Operation not permitted"),
         "{summary}"
     );
+    // Its file system sandbox: what it may read, and not the rest.
+    assert_eq!(summary["fetch"][2]["is_error"], false, "{summary}");
+    assert_eq!(summary["fetch"][3]["is_error"], true, "{summary}");
+    let refused = summary["fetch"][3]["text"].to_string();
+    assert!(
+        refused.contains("Permission denied") && !refused.contains("the host's secret"),
+        "{summary}"
+    );
+    assert_eq!(gw.metric("mcp_gateway_sandbox_enforcing", "fetch"), 1.0);
     assert_eq!(gw.metric("mcp_gateway_egress_enforcing", "fetch"), 1.0);
     assert_eq!(gw.metric("mcp_gateway_server_up", "fetch"), 1.0);
     assert_eq!(gw.metric("mcp_gateway_server_restarts_total", "fetch"), 0.0);

@@ -81,6 +81,12 @@ macro_rules! server_keys {
             pub cwd: Option<PathBuf>,
             /// When it is started again: `on-failure`, `always` or `never`.
             pub restart: Option<crate::supervise::policy::Restart>,
+            /// Its file system sandbox: `auto`, `required` or `off`.
+            pub sandbox: Option<crate::supervise::sandbox::Mode>,
+            /// Directories (or files) it may read, beyond the system's.
+            pub read_paths: Option<Vec<PathBuf>>,
+            /// Directories (or files) it may write, beyond its state directory.
+            pub write_paths: Option<Vec<PathBuf>>,
             $($key: Option<$ty>,)*
         }
 

@@ -841,6 +841,9 @@ pub struct Supervised {
     pub env: std::collections::BTreeMap<String, String>,
     pub cwd: Option<PathBuf>,
     pub restart: crate::supervise::policy::Restart,
+    pub sandbox: crate::supervise::sandbox::Mode,
+    pub read_paths: Vec<PathBuf>,
+    pub write_paths: Vec<PathBuf>,
 }
 
 /// The `command` keys of a `[[server]]` table.
@@ -851,6 +854,9 @@ fn supervised(table: &file::ServerTable) -> Result<Option<Supervised>, ConfigErr
             (table.env.is_some(), "env"),
             (table.cwd.is_some(), "cwd"),
             (table.restart.is_some(), "restart"),
+            (table.sandbox.is_some(), "sandbox"),
+            (table.read_paths.is_some(), "read_paths"),
+            (table.write_paths.is_some(), "write_paths"),
         ] {
             if set {
                 return Err(ConfigError::Invalid {
@@ -914,12 +920,26 @@ fn supervised(table: &file::ServerTable) -> Result<Option<Supervised>, ConfigErr
             format!("{} is not a directory", cwd.display()),
         ));
     }
+    for (key, paths) in [
+        ("read_paths", &table.read_paths),
+        ("write_paths", &table.write_paths),
+    ] {
+        if let Some(bad) = paths.iter().flatten().find(|p| !p.is_absolute()) {
+            return Err(invalid(
+                key,
+                format!("{} is not an absolute path", bad.display()),
+            ));
+        }
+    }
     Ok(Some(Supervised {
         argv: argv.clone(),
         program,
         env,
         cwd: table.cwd.clone(),
         restart: table.restart.unwrap_or_default(),
+        sandbox: table.sandbox.unwrap_or_default(),
+        read_paths: table.read_paths.clone().unwrap_or_default(),
+        write_paths: table.write_paths.clone().unwrap_or_default(),
     }))
 }
 

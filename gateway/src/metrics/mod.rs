@@ -598,6 +598,18 @@ impl Metrics {
             );
         }
         enc.family(
+            "mcp_gateway_sandbox_enforcing",
+            Kind::Gauge,
+            "1 when a server the gateway starts runs in its Landlock file system sandbox, 0 when it does not (sandbox = \"off\", or no Landlock in this kernel).",
+        );
+        for s in supervised {
+            enc.sample(
+                "mcp_gateway_sandbox_enforcing",
+                &[("server", &s.name)],
+                i64::from(s.sandboxed),
+            );
+        }
+        enc.family(
             "mcp_gateway_server_restarts",
             Kind::Counter,
             "Times a server the gateway starts itself was started again after it exited.",

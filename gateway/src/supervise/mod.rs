@@ -7,8 +7,10 @@
 //!
 //! - [`policy`]: when to start again, and after how long (pure).
 //! - [`env`]: the child's environment, and finding its program (pure).
+//! - [`sandbox`]: its file system sandbox (Landlock).
 pub mod env;
 pub mod policy;
+pub mod sandbox;
 
 use std::{
     path::{Path, PathBuf},
@@ -49,6 +51,11 @@ pub struct Server {
     pub up: AtomicBool,
     pub restarts: AtomicU64,
     pub pid: AtomicU32,
+    /// Its Landlock ruleset (`None`: no file system sandbox: off, or no Landlock here).
+    landlock: Option<std::os::fd::OwnedFd>,
+    /// Whether its file system sandbox is in force (`mcp_gateway_sandbox_enforcing`).
+    pub sandboxed: bool,
+    cap_last: u32,
     stop: CancellationToken,
 }
 
@@ -121,12 +128,15 @@ fn kill_all(dir: &Path) {
 }
 
 impl Server {
-    /// Prepares server `name`: its cgroup and state directory. Nothing runs yet.
+    /// Prepares server `name`: its cgroup, state directory and sandbox. Nothing runs yet.
+    /// `required` (`--ebpf required`): a sandbox the kernel cannot give is an error, as with
+    /// `sandbox = "required"`.
     pub fn prepare(
         name: &str,
         instance: &str,
         spec: Supervised,
         upstream: UpstreamAddr,
+        required: bool,
     ) -> anyhow::Result<Arc<Self>> {
         use anyhow::Context as _;
         let cgroup = prepare_cgroup(name, instance)?;
@@ -137,6 +147,38 @@ impl Server {
                 home.display()
             )
         })?;
+        let landlock = match spec.sandbox {
+            sandbox::Mode::Off => {
+                tracing::warn!(server = %name, "NO FILE SYSTEM SANDBOX for this server (sandbox = \"off\"): it may read and write whatever its user may");
+                None
+            }
+            mode => {
+                let resolved = std::fs::canonicalize(&spec.program).ok();
+                let mut programs = vec![spec.program.as_path()];
+                programs.extend(resolved.as_deref());
+                let (read, write) = sandbox::paths(
+                    &programs,
+                    spec.cwd.as_deref(),
+                    &home,
+                    &spec.read_paths,
+                    &spec.write_paths,
+                );
+                let ruleset = sandbox::ruleset(&read, &write).map_err(|e| {
+                    anyhow::anyhow!("server `{name}`: building its Landlock sandbox: {e}")
+                })?;
+                if ruleset.is_none() {
+                    if mode == sandbox::Mode::Required || required {
+                        anyhow::bail!(
+                            "server `{name}`: its file system sandbox needs Landlock (Linux 5.13+, \
+                             enabled at boot: lsm=...,landlock), which this kernel does not have; \
+                             set sandbox = \"off\" to run it unconfined"
+                        );
+                    }
+                    tracing::warn!(server = %name, "NO FILE SYSTEM SANDBOX for this server: the kernel has no Landlock (Linux 5.13+, enabled at boot); it may read and write whatever its user may");
+                }
+                ruleset
+            }
+        };
         Ok(Arc::new(Self {
             name: name.to_owned(),
             spec,
@@ -147,6 +189,9 @@ impl Server {
             up: AtomicBool::new(false),
             restarts: AtomicU64::new(0),
             pid: AtomicU32::new(0),
+            sandboxed: landlock.is_some(),
+            landlock,
+            cap_last: crate::sys::cap_last(),
             stop: CancellationToken::new(),
         }))
     }
@@ -222,9 +267,14 @@ impl Server {
             ),
             None => None,
         };
+        use std::os::fd::AsRawFd;
         crate::sys::supervise_child(
             cmd.as_std_mut(),
-            procs.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+            crate::sys::ChildConfinement {
+                procs: procs.as_ref().map(AsRawFd::as_raw_fd),
+                landlock: self.landlock.as_ref().map(AsRawFd::as_raw_fd),
+                cap_last: self.cap_last,
+            },
         );
         let mut child = cmd.spawn()?;
         drop(procs);
