@@ -70,6 +70,64 @@ pub fn user_name(uid: libc::uid_t) -> Option<String> {
     .flatten()
 }
 
+/// The uid and primary gid of user `name`, when the passwd database has it.
+pub fn user_by_name(name: &str) -> Option<(libc::uid_t, libc::gid_t)> {
+    let name = std::ffi::CString::new(name).ok()?;
+    with_growing_buffer(PASSWD_BUF, |buf| {
+        let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call: `name` is a C string, `pwd` and `result`
+        // are writable, `buf` is writable for its whole length, which is passed.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                pwd.as_mut_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc != 0 {
+            return Err(rc);
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: on success getpwnam_r filled `pwd`, which `result` points to.
+        let pwd = unsafe { &*result };
+        Ok(Some((pwd.pw_uid, pwd.pw_gid)))
+    })
+    .flatten()
+}
+
+/// The gid of group `name`, when the group database has it.
+pub fn group_by_name(name: &str) -> Option<libc::gid_t> {
+    let name = std::ffi::CString::new(name).ok()?;
+    with_growing_buffer(PASSWD_BUF, |buf| {
+        let mut grp = std::mem::MaybeUninit::<libc::group>::uninit();
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: as in `user_by_name`, with getgrnam_r.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                name.as_ptr(),
+                grp.as_mut_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc != 0 {
+            return Err(rc);
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: on success getgrnam_r filled `grp`, which `result` points to.
+        Ok(Some(unsafe { (*result).gr_gid }))
+    })
+    .flatten()
+}
+
 /// Calls `call` with a buffer of `first` bytes, doubled for as long as it answers `ERANGE`
 /// (the buffer was too small), up to `max` bytes; `None` on any other error or past `max`.
 fn with_growing_buffer<T>(

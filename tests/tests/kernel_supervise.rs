@@ -270,7 +270,16 @@ fn a_server_not_yet_listening_gets_503_and_one_that_exits_stays_down_by_its_poli
         upstream = "http://127.0.0.1:{}/mcp"
         command = ["sh", "-c", "echo going away >&2; exit 3"]
         restart = "never"
+
+        [[server]]
+        name = "nobody"
+        listen = "127.0.0.1:{}"
+        upstream = "http://127.0.0.1:{}/mcp"
+        command = ["sh", "-c", "echo uid=$(id -u) gid=$(id -g); exec sleep 60"]
+        user = "nobody"
         "#,
+        free_port(),
+        free_port(),
         free_port(),
         free_port(),
     );
@@ -289,15 +298,9 @@ fn a_server_not_yet_listening_gets_503_and_one_that_exits_stays_down_by_its_poli
         "running, not listening"
     );
     // Read already while the gateway started, or still to come.
-    let mut seen = |needle: &str| {
-        if let Some(line) = gw.child.logged(needle) {
-            return line.to_owned();
-        }
-        gw.child.wait_for_log(needle, Duration::from_secs(10))
-    };
-    let line = seen("not started again");
+    let line = seen(&mut gw.child, "not started again");
     // Its own output, tagged with its name.
-    assert!(seen("going away").contains("server=down"));
+    assert!(seen(&mut gw.child, "going away").contains("server=down"));
     assert!(
         line.contains("server=down") && line.contains("exit status: 3"),
         "{line}"
@@ -305,6 +308,32 @@ fn a_server_not_yet_listening_gets_503_and_one_that_exits_stays_down_by_its_poli
     assert_eq!(gw.metric("mcp_gateway_server_up", "down"), 0.0);
     assert_eq!(gw.metric("mcp_gateway_server_restarts_total", "down"), 0.0);
     assert!(raw_post(down_listen).starts_with("HTTP/1.1 503"));
+
+    // `user`: it runs as that user (and its primary group), its output says so.
+    let nobody = seen(&mut gw.child, "uid=");
+    assert!(
+        nobody.contains("server=nobody") && nobody.contains("uid=65534 gid=65534"),
+        "{nobody}"
+    );
+    let pid = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = fs::read(e.path().join("cmdline")).ok()?;
+            (cmd == b"sleep\060\0" && server_cgroup(pid).starts_with(cgroup.path())).then_some(pid)
+        })
+        .expect("its sleep runs in its cgroup");
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("Uid:\t65534\t65534\t65534"), "{status}");
+}
+
+/// A log line with `needle`: read already (while the gateway started), or still to come.
+fn seen(child: &mut ChildGuard, needle: &str) -> String {
+    if let Some(line) = child.logged(needle) {
+        return line.to_owned();
+    }
+    child.wait_for_log(needle, Duration::from_secs(10))
 }
 
 /// One MCP initialize POST; the whole answer head.
@@ -358,6 +387,11 @@ env = { "A-B" = "1" }"#,
         (
             r#"restart = "always""#,
             "applies to a server the gateway starts: set `command` too",
+        ),
+        (
+            r#"command = ["sh"]
+user = "no-such-user-mcp-gateway""#,
+            "`no-such-user-mcp-gateway` is not a user of this host",
         ),
         (
             r#"command = ["sh"]

@@ -87,6 +87,10 @@ macro_rules! server_keys {
             pub read_paths: Option<Vec<PathBuf>>,
             /// Directories (or files) it may write, beyond its state directory.
             pub write_paths: Option<Vec<PathBuf>>,
+            /// The user it runs as (a name or a number).
+            pub user: Option<String>,
+            /// The group it runs as [default: the user's primary group].
+            pub group: Option<String>,
             $($key: Option<$ty>,)*
         }
 

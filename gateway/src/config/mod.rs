@@ -844,6 +844,8 @@ pub struct Supervised {
     pub sandbox: crate::supervise::sandbox::Mode,
     pub read_paths: Vec<PathBuf>,
     pub write_paths: Vec<PathBuf>,
+    /// (uid, gid) it runs as; `None`: the gateway's own.
+    pub ids: Option<(u32, u32)>,
 }
 
 /// The `command` keys of a `[[server]]` table.
@@ -857,6 +859,8 @@ fn supervised(table: &file::ServerTable) -> Result<Option<Supervised>, ConfigErr
             (table.sandbox.is_some(), "sandbox"),
             (table.read_paths.is_some(), "read_paths"),
             (table.write_paths.is_some(), "write_paths"),
+            (table.user.is_some(), "user"),
+            (table.group.is_some(), "group"),
         ] {
             if set {
                 return Err(ConfigError::Invalid {
@@ -931,7 +935,37 @@ fn supervised(table: &file::ServerTable) -> Result<Option<Supervised>, ConfigErr
             ));
         }
     }
+    let user = match table.user.as_deref() {
+        None => None,
+        Some(name) => Some(match name.parse::<u32>() {
+            Ok(uid) => (uid, uid),
+            Err(_) => crate::sys::user_by_name(name).ok_or_else(|| {
+                invalid(
+                    "user",
+                    format!("`{name}` is not a user of this host (getent passwd {name})"),
+                )
+            })?,
+        }),
+    };
+    let group = match table.group.as_deref() {
+        None => None,
+        Some(name) => Some(match name.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => crate::sys::group_by_name(name).ok_or_else(|| {
+                invalid(
+                    "group",
+                    format!("`{name}` is not a group of this host (getent group {name})"),
+                )
+            })?,
+        }),
+    };
+    let ids = match (user, group) {
+        (Some((uid, primary)), group) => Some((uid, group.unwrap_or(primary))),
+        (None, Some(gid)) => Some((crate::sys::ids().0, gid)),
+        (None, None) => None,
+    };
     Ok(Some(Supervised {
+        ids,
         argv: argv.clone(),
         program,
         env,

@@ -147,6 +147,15 @@ impl Server {
                 home.display()
             )
         })?;
+        if let Some((uid, gid)) = spec.ids {
+            // Its own state directory is its to write.
+            std::os::unix::fs::chown(&home, Some(uid), Some(gid)).with_context(|| {
+                format!(
+                    "server `{name}`: giving its state directory {} to uid {uid}",
+                    home.display()
+                )
+            })?;
+        }
         let landlock = match spec.sandbox {
             sandbox::Mode::Off => {
                 tracing::warn!(server = %name, "NO FILE SYSTEM SANDBOX for this server (sandbox = \"off\"): it may read and write whatever its user may");
@@ -259,6 +268,12 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some((uid, gid)) = self.spec.ids {
+            // setgid, setgroups(0) and setuid happen before `supervise_child`'s steps, which
+            // then run as that user (the parent-death signal is set after the switch, which
+            // would clear it).
+            cmd.uid(uid).gid(gid);
+        }
         let procs = match &self.cgroup {
             Some(dir) => Some(
                 std::fs::OpenOptions::new()
