@@ -321,7 +321,8 @@ fn a_server_not_yet_listening_gets_503_and_one_that_exits_stays_down_by_its_poli
         .find_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
             let cmd = fs::read(e.path().join("cmdline")).ok()?;
-            (cmd == b"sleep\060\0" && server_cgroup(pid).starts_with(cgroup.path())).then_some(pid)
+            (cmd == b"sleep\x0060\x00" && server_cgroup(pid).starts_with(cgroup.path()))
+                .then_some(pid)
         })
         .expect("its sleep runs in its cgroup");
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
