@@ -292,3 +292,23 @@ impl hyper::body::Body for SseBody {
         self.rx.poll_recv(cx).map(|frame| frame.map(Ok))
     }
 }
+
+/// A tiny HTTP/1.0 server on 127.0.0.1, in a thread of the test, answering every request with
+/// `body` (a service a confined MCP server fetches from, or must not); its port.
+pub fn http_responder(body: &'static str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the responder");
+    let port = listener.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}

@@ -9,7 +9,7 @@ use std::{
     fs,
     path::Path,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use mcp_gateway_tests::{
@@ -24,6 +24,8 @@ use mcp_gateway_tests::{
     process::{ChildGuard, gateway_bin, gateway_output, in_cgroup, netprobe},
     prometheus::{free_port, parse, scrape, value, wait_listening},
     require_privileges,
+    upstream::http_responder,
+    wait_until,
 };
 use serde_json::Value;
 
@@ -88,14 +90,6 @@ fn egress_links(pins: &PinDir) -> Vec<String> {
         }
     }
     found
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Removes the pins (and so every program) however the test ends.
@@ -523,25 +517,6 @@ fn without_privileges_egress_rules_are_reported_not_enforced() {
             .any(|s| s.name == "mcp_gateway_egress_enforcing"),
         "the sample is there, at 0"
     );
-}
-
-/// A tiny HTTP server on 127.0.0.1 answering every request with `body`; its port.
-fn http_responder(body: &'static str) -> u16 {
-    use std::io::{Read as _, Write as _};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding");
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let _ = write!(
-                conn,
-                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
 }
 
 /// End to end: the official Python SDK server with a `fetch` tool, confined behind the

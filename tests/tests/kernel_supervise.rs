@@ -5,7 +5,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use mcp_gateway_tests::{
@@ -15,34 +15,9 @@ use mcp_gateway_tests::{
     process::{ChildGuard, clean_gateway_env, gateway_bin, gateway_output, in_cgroup},
     prometheus::{parse, scrape, value, wait_listening},
     require_privileges,
+    upstream::http_responder,
+    wait_until,
 };
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A tiny HTTP server on 127.0.0.1 answering every request with `body`; its port.
-fn http_responder(body: &'static str) -> u16 {
-    use std::io::{Read as _, Write as _};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding");
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let _ = write!(
-                conn,
-                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
-}
 
 /// The real gateway on `config`, run inside `cgroup` (so the servers' cgroups are made below
 /// it and removed with it), with its state directory in `state`.

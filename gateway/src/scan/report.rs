@@ -229,13 +229,21 @@ Unix sockets:"
             ]
         })
         .collect();
+    columns(out, &lines);
+    for row in rows.iter().filter(|r| r.verdict != Verdict::NotMcp) {
+        notes(out, &row.path, row.verdict, &row.reasons);
+    }
+}
+
+/// Rows of four cells, the first three padded to their column's widest cell.
+fn columns(out: &mut String, lines: &[[String; 4]]) {
     let mut widths = [0usize; 3];
-    for line in &lines {
+    for line in lines {
         for (w, cell) in widths.iter_mut().zip(line) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    for line in &lines {
+    for line in lines {
         let _ = writeln!(
             out,
             "{:<w0$}  {:<w1$}  {:<w2$}  {}",
@@ -248,17 +256,13 @@ Unix sockets:"
             w2 = widths[2]
         );
     }
-    for row in rows.iter().filter(|r| r.verdict != Verdict::NotMcp) {
-        let _ = writeln!(
-            out,
-            "
-{} {}:",
-            row.path,
-            row.verdict.name()
-        );
-        for reason in &row.reasons {
-            let _ = writeln!(out, "  - {}\n    fix: {}", reason.text, reason.fix);
-        }
+}
+
+/// A socket's reasons, each with its fix, under its name and verdict.
+fn notes(out: &mut String, name: &str, verdict: Verdict, reasons: &[Reason]) {
+    let _ = writeln!(out, "\n{name} {}:", verdict.name());
+    for reason in reasons {
+        let _ = writeln!(out, "  - {}\n    fix: {}", reason.text, reason.fix);
     }
 }
 
@@ -270,31 +274,13 @@ pub fn table(report: &Report) -> String {
         .map(|r| [r.verdict.name().to_owned(), socket(r), process(r), what(r)])
         .collect();
     let header = ["VERDICT", "SOCKET", "PROCESS", "FOUND"].map(str::to_owned);
-    let mut widths = header.clone().map(|h| h.len());
-    for line in &lines {
-        for (w, cell) in widths.iter_mut().zip(line) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
     let mut out = String::new();
-    for line in std::iter::once(&header).chain(&lines) {
-        let _ = writeln!(
-            out,
-            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
-            line[0],
-            line[1],
-            line[2],
-            line[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        );
-    }
+    columns(
+        &mut out,
+        &std::iter::once(header).chain(lines).collect::<Vec<_>>(),
+    );
     for row in report.rows.iter().filter(|r| !r.reasons.is_empty()) {
-        let _ = writeln!(out, "\n{} {}:", socket(row), row.verdict.name());
-        for reason in &row.reasons {
-            let _ = writeln!(out, "  - {}\n    fix: {}", reason.text, reason.fix);
-        }
+        notes(&mut out, &socket(row), row.verdict, &row.reasons);
     }
     if let Some(unix) = report.unix_sockets.as_deref() {
         unix_table(&mut out, unix);
