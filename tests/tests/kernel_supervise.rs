@@ -252,6 +252,8 @@ fn a_server_not_yet_listening_gets_503_and_one_that_exits_stays_down_by_its_poli
         upstream = "http://127.0.0.1:{}/mcp"
         command = ["sh", "-c", "echo uid=$(id -u) gid=$(id -g); exec sleep 60"]
         user = "nobody"
+        pids_max = 16
+        memory_max = "64M"
         "#,
         free_port(),
         free_port(),
@@ -302,6 +304,39 @@ fn a_server_not_yet_listening_gets_503_and_one_that_exits_stays_down_by_its_poli
         .expect("its sleep runs in its cgroup");
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(status.contains("Uid:\t65534\t65534\t65534"), "{status}");
+
+    // Its limits: in force where this host's cgroup v2 has the controller, else said loudly.
+    let own = server_cgroup(pid);
+    let controllers = fs::read_to_string(cgroup.path().join("cgroup.controllers")).unwrap();
+    for (key, controller, file, value) in [
+        ("pids_max", "pids", "pids.max", "16"),
+        ("memory_max", "memory", "memory.max", "67108864"),
+    ] {
+        let enforcing = value_of(&gw, "mcp_gateway_server_limit_enforcing", "nobody", key);
+        if controllers.split_whitespace().any(|c| c == controller) {
+            assert_eq!(enforcing, 1.0, "{key}");
+            assert_eq!(fs::read_to_string(own.join(file)).unwrap().trim(), value);
+        } else {
+            assert_eq!(enforcing, 0.0, "{key}: not enforced, and said so");
+            let line = seen(&mut gw.child, &format!("limit=\"{key}\""));
+            assert!(
+                line.contains("LIMIT NOT ENFORCED")
+                    && line.contains(&format!("the {controller} controller is not in cgroup v2")),
+                "{line}"
+            );
+            eprintln!(
+                "{key}: the {controller} controller is not in cgroup v2 here: only the not-enforced path was tested"
+            );
+        }
+    }
+}
+
+fn value_of(gw: &Supervisor, name: &str, server: &str, limit: &str) -> f64 {
+    value(
+        &parse(&scrape(gw.metrics)),
+        name,
+        &[("server", server), ("limit", limit)],
+    )
 }
 
 /// A log line with `needle`: read already (while the gateway started), or still to come.
@@ -363,6 +398,21 @@ env = { "A-B" = "1" }"#,
         (
             r#"restart = "always""#,
             "applies to a server the gateway starts: set `command` too",
+        ),
+        (
+            r#"command = ["sh"]
+memory_max = "lots""#,
+            "memory_max: `lots`: give bytes, or a number with K, M, G or T",
+        ),
+        (
+            r#"command = ["sh"]
+pids_max = 0"#,
+            "pids_max: 0: give 1 to 4194304 processes",
+        ),
+        (
+            r#"command = ["sh"]
+cpu_max = "2""#,
+            "cpu_max: `2`: give a share of one CPU from 1% to 10000%",
         ),
         (
             r#"command = ["sh"]

@@ -91,6 +91,12 @@ macro_rules! server_keys {
             pub user: Option<String>,
             /// The group it runs as [default: the user's primary group].
             pub group: Option<String>,
+            /// Its memory limit (`512M`).
+            pub memory_max: Option<String>,
+            /// Its CPU limit, a share of one CPU (`50%`).
+            pub cpu_max: Option<String>,
+            /// The most processes and threads it may have.
+            pub pids_max: Option<u64>,
             $($key: Option<$ty>,)*
         }
 

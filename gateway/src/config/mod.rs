@@ -846,6 +846,8 @@ pub struct Supervised {
     pub write_paths: Vec<PathBuf>,
     /// (uid, gid) it runs as; `None`: the gateway's own.
     pub ids: Option<(u32, u32)>,
+    /// Its resource limits.
+    pub limits: Vec<crate::supervise::limits::Limit>,
 }
 
 /// The `command` keys of a `[[server]]` table.
@@ -861,6 +863,9 @@ fn supervised(table: &file::ServerTable) -> Result<Option<Supervised>, ConfigErr
             (table.write_paths.is_some(), "write_paths"),
             (table.user.is_some(), "user"),
             (table.group.is_some(), "group"),
+            (table.memory_max.is_some(), "memory_max"),
+            (table.cpu_max.is_some(), "cpu_max"),
+            (table.pids_max.is_some(), "pids_max"),
         ] {
             if set {
                 return Err(ConfigError::Invalid {
@@ -964,7 +969,21 @@ fn supervised(table: &file::ServerTable) -> Result<Option<Supervised>, ConfigErr
         (None, Some(gid)) => Some((crate::sys::ids().0, gid)),
         (None, None) => None,
     };
+    let mut limits = Vec::new();
+    if let Some(text) = &table.memory_max {
+        limits.push(
+            crate::supervise::limits::memory_max(text).map_err(|why| invalid("memory_max", why))?,
+        );
+    }
+    if let Some(text) = &table.cpu_max {
+        limits
+            .push(crate::supervise::limits::cpu_max(text).map_err(|why| invalid("cpu_max", why))?);
+    }
+    if let Some(n) = table.pids_max {
+        limits.push(crate::supervise::limits::pids_max(n).map_err(|why| invalid("pids_max", why))?);
+    }
     Ok(Some(Supervised {
+        limits,
         ids,
         argv: argv.clone(),
         program,

@@ -610,6 +610,20 @@ impl Metrics {
             );
         }
         enc.family(
+            "mcp_gateway_server_limit_enforcing",
+            Kind::Gauge,
+            "1 when the kernel enforces a limit of a server the gateway starts (memory_max, cpu_max, pids_max), 0 when it cannot here (the controller is not in cgroup v2, or not enabled for the gateway's cgroup).",
+        );
+        for s in supervised {
+            for (limit, enforced) in &s.limits {
+                enc.sample(
+                    "mcp_gateway_server_limit_enforcing",
+                    &[("server", &s.name), ("limit", limit.key)],
+                    i64::from(*enforced),
+                );
+            }
+        }
+        enc.family(
             "mcp_gateway_server_restarts",
             Kind::Counter,
             "Times a server the gateway starts itself was started again after it exited.",

@@ -8,7 +8,9 @@
 //! - [`policy`]: when to start again, and after how long (pure).
 //! - [`env`]: the child's environment, and finding its program (pure).
 //! - [`sandbox`]: its file system sandbox (Landlock).
+//! - [`limits`]: its memory, CPU and process limits (cgroup v2).
 pub mod env;
+pub mod limits;
 pub mod policy;
 pub mod sandbox;
 
@@ -55,6 +57,8 @@ pub struct Server {
     landlock: Option<std::os::fd::OwnedFd>,
     /// Whether its file system sandbox is in force (`mcp_gateway_sandbox_enforcing`).
     pub sandboxed: bool,
+    /// Its limits, each with whether the kernel enforces it.
+    pub limits: Vec<(limits::Limit, bool)>,
     cap_last: u32,
     stop: CancellationToken,
 }
@@ -113,6 +117,54 @@ fn prepare_cgroup(name: &str, instance: &str) -> anyhow::Result<Option<PathBuf>>
         }
     }
     Ok(Some(dir))
+}
+
+/// Writes each limit to the server's cgroup; says loudly which the kernel cannot enforce here.
+fn apply_limits(
+    server: &str,
+    cgroup: Option<&Path>,
+    wanted: &[limits::Limit],
+) -> Vec<(limits::Limit, bool)> {
+    wanted
+        .iter()
+        .map(|limit| {
+            let applied = match cgroup {
+                Some(dir) => apply_limit(dir, limit),
+                None => Err("the server has no cgroup (no cgroup-v2 mount)".to_owned()),
+            };
+            if let Err(why) = &applied {
+                tracing::warn!(server, limit = limit.key, value = %limit.shown, "LIMIT NOT ENFORCED: {why}");
+            }
+            (limit.clone(), applied.is_ok())
+        })
+        .collect()
+}
+
+fn apply_limit(dir: &Path, limit: &limits::Limit) -> Result<(), String> {
+    let parent = dir.parent().ok_or("the server's cgroup has no parent")?;
+    let read = |name: &str| std::fs::read_to_string(parent.join(name)).unwrap_or_default();
+    if !limits::available(&read("cgroup.controllers"), limit.controller) {
+        return Err(format!(
+            "the {} controller is not in cgroup v2 on this host (a hybrid host keeps it on \
+             cgroup v1); use a systemd unit with `cgroup =` adoption for this limit",
+            limit.controller
+        ));
+    }
+    if !limits::available(&read("cgroup.subtree_control"), limit.controller) {
+        std::fs::write(
+            parent.join("cgroup.subtree_control"),
+            format!("+{}", limit.controller),
+        )
+        .map_err(|e| {
+            format!(
+                "the {} controller cannot be enabled for the gateway's cgroup's children ({e}); \
+                 give the gateway's unit Delegate=yes",
+                limit.controller
+            )
+        })?;
+    }
+    std::fs::write(dir.join(limit.file), &limit.value)
+        .map_err(|e| format!("writing {} = {}: {e}", limit.file, limit.value))
 }
 
 /// SIGKILLs every process in cgroup `dir` (`cgroup.kill` where the kernel has it, 5.14+).
@@ -188,6 +240,7 @@ impl Server {
                 ruleset
             }
         };
+        let limits = apply_limits(name, cgroup.as_deref(), &spec.limits);
         Ok(Arc::new(Self {
             name: name.to_owned(),
             spec,
@@ -199,6 +252,7 @@ impl Server {
             restarts: AtomicU64::new(0),
             pid: AtomicU32::new(0),
             sandboxed: landlock.is_some(),
+            limits,
             landlock,
             cap_last: crate::sys::cap_last(),
             stop: CancellationToken::new(),
