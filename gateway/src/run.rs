@@ -183,6 +183,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
                 spec.clone(),
                 s.upstream.addr.clone(),
                 kernel_settings.mode == EbpfMode::Required,
+                &supervise::state::dir(&kernel_settings.pin_dir),
             )?;
             supervised.push((i, server));
         }

@@ -37,6 +37,7 @@ impl Supervisor {
         clean_gateway_env(&mut cmd)
             .env("RUST_LOG", "info")
             .env("STATE_DIRECTORY", state)
+            .env("RUNTIME_DIRECTORY", state)
             // Never to be seen by a supervised server.
             .env("MCP_GATEWAY_TEST_SECRET", "the-gateways-own-secret")
             .arg("run")
@@ -58,6 +59,25 @@ impl Supervisor {
             metrics,
             _dir: dir,
         }
+    }
+
+    /// `mcp-gateway status` (`--json` when `json`), finding the state where the gateway
+    /// wrote it.
+    fn status(pins: &PinDir, state: &Path, json: bool) -> String {
+        let mut cmd = std::process::Command::new(gateway_bin());
+        clean_gateway_env(&mut cmd)
+            .env("RUNTIME_DIRECTORY", state)
+            .args(["status", "--pin-dir", pins.arg()]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("running mcp-gateway status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn metric(&self, name: &str, server: &str) -> f64 {
@@ -201,6 +221,17 @@ fn a_supervised_sdk_server_is_confined_served_restarted_and_stopped() {
     assert_eq!(gw.metric("mcp_gateway_server_up", "fetch"), 1.0);
     assert_eq!(gw.metric("mcp_gateway_server_restarts_total", "fetch"), 0.0);
 
+    // `status` shows it: pid, cgroup, sandbox, no restart yet.
+    let report: serde_json::Value =
+        serde_json::from_str(&Supervisor::status(&pins, state.path(), true)).unwrap();
+    let mine = &report["supervised"][0];
+    assert_eq!(mine["server"], "fetch", "{report}");
+    assert_eq!(mine["pid"], pid, "{report}");
+    assert_eq!(mine["restarts"], 0);
+    assert_eq!(mine["sandbox"], true);
+    assert_eq!(mine["cgroup"], own.to_str().unwrap());
+    assert!(mine["up_since_unix"].as_u64().unwrap() > 0);
+
     // Killed: started again (after the backoff), and served again.
     assert!(mcp_gateway_tests::process::signal_pid(pid, libc::SIGKILL));
     wait_until("started again", Duration::from_secs(20), || {
@@ -211,6 +242,14 @@ fn a_supervised_sdk_server_is_confined_served_restarted_and_stopped() {
         mcp_gateway_tests::e2e::raw_initialize(listen, &format!("127.0.0.1:{listen}")) == 200
     });
     assert_eq!(gw.metric("mcp_gateway_server_up", "fetch"), 1.0);
+    let text = Supervisor::status(&pins, state.path(), false);
+    assert!(
+        text.contains("supervised server fetch")
+            && text.contains("running, pid")
+            && text.contains("restarts 1, last exit: signal: 9 (SIGKILL)")
+            && text.contains("file system sandbox in force"),
+        "{text}"
+    );
 
     // Stopped with the gateway, its cgroup removed.
     let mut gw = gw;
@@ -218,6 +257,10 @@ fn a_supervised_sdk_server_is_confined_served_restarted_and_stopped() {
     assert!(gw.child.wait_exit(Duration::from_secs(30)).is_some());
     assert!(pid_of(&marker).is_none(), "the server outlived the gateway");
     assert!(!own.exists(), "its cgroup was left behind");
+    assert!(
+        !Supervisor::status(&pins, state.path(), false).contains("supervised server"),
+        "its state went with it"
+    );
 }
 
 /// A server that never listens: requests get 503 with Retry-After until it does; one that
@@ -285,6 +328,12 @@ fn a_server_not_yet_listening_gets_503_and_one_that_exits_stays_down_by_its_poli
     assert_eq!(gw.metric("mcp_gateway_server_up", "down"), 0.0);
     assert_eq!(gw.metric("mcp_gateway_server_restarts_total", "down"), 0.0);
     assert!(raw_post(down_listen).starts_with("HTTP/1.1 503"));
+    let text = Supervisor::status(&pins, state.path(), false);
+    assert!(
+        text.contains("supervised server down (instance")
+            && text.contains("DOWN; restarts 0, last exit: exit status: 3"),
+        "{text}"
+    );
 
     // `user`: it runs as that user (and its primary group), its output says so.
     let nobody = seen(&mut gw.child, "uid=");

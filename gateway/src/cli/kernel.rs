@@ -170,12 +170,77 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             args.pin_dir.display()
         )
     })?;
+    let supervised =
+        crate::supervise::state::read_all(&crate::supervise::state::dir(&args.pin_dir));
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            report: &'a status::Report,
+            supervised: &'a [crate::supervise::state::ServerState],
+        }
+        let out = Out {
+            report: &report,
+            supervised: &supervised,
+        };
+        println!("{}", serde_json::to_string(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", status_text(&args.pin_dir, &report));
+    print!("{}", supervised_text(&supervised));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The servers the gateways on this pin directory start, one block each.
+fn supervised_text(servers: &[crate::supervise::state::ServerState]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for s in servers {
+        let gateway_alive = Path::new(&format!("/proc/{}", s.gateway_pid)).exists();
+        let state = match (gateway_alive, s.pid) {
+            (false, _) => format!("its gateway (pid {}) is not running", s.gateway_pid),
+            (true, 0) => "DOWN".to_owned(),
+            (true, pid) => format!("running, pid {pid}, up since {}", since(s.up_since_unix)),
+        };
+        let _ = writeln!(
+            out,
+            "supervised server {} (instance {}): {state}; restarts {}{}",
+            s.server,
+            s.instance,
+            s.restarts,
+            s.last_exit
+                .as_deref()
+                .map(|e| format!(", last exit: {e}"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            out,
+            "  cgroup {}; file system sandbox {}",
+            s.cgroup.as_deref().unwrap_or("(none)"),
+            if s.sandbox {
+                "in force"
+            } else {
+                "NOT IN FORCE"
+            }
+        );
+        for (key, value, enforced) in &s.limits {
+            let _ = writeln!(
+                out,
+                "  {key} = {value}: {}",
+                if *enforced {
+                    "in force"
+                } else {
+                    "NOT ENFORCED"
+                }
+            );
+        }
+    }
+    out
+}
+
+fn since(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
+        .to_string()
 }
 
 fn status_text(pin_dir: &Path, report: &status::Report) -> String {

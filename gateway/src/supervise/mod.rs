@@ -9,10 +9,12 @@
 //! - [`env`]: the child's environment, and finding its program (pure).
 //! - [`sandbox`]: its file system sandbox (Landlock).
 //! - [`limits`]: its memory, CPU and process limits (cgroup v2).
+//! - [`state`]: what `mcp-gateway status` shows of it.
 pub mod env;
 pub mod limits;
 pub mod policy;
 pub mod sandbox;
+pub mod state;
 
 use std::{
     path::{Path, PathBuf},
@@ -60,6 +62,12 @@ pub struct Server {
     /// Its limits, each with whether the kernel enforces it.
     pub limits: Vec<(limits::Limit, bool)>,
     cap_last: u32,
+    /// When its current run started (0 while down), and how the last one ended.
+    up_since: AtomicU64,
+    last_exit: std::sync::Mutex<Option<String>>,
+    instance: String,
+    /// Its state file for `mcp-gateway status` (`None`: not written).
+    state_file: Option<PathBuf>,
     stop: CancellationToken,
 }
 
@@ -182,13 +190,14 @@ fn kill_all(dir: &Path) {
 impl Server {
     /// Prepares server `name`: its cgroup, state directory and sandbox. Nothing runs yet.
     /// `required` (`--ebpf required`): a sandbox the kernel cannot give is an error, as with
-    /// `sandbox = "required"`.
+    /// `sandbox = "required"`. `status_dir`: where its state for `mcp-gateway status` goes.
     pub fn prepare(
         name: &str,
         instance: &str,
         spec: Supervised,
         upstream: UpstreamAddr,
         required: bool,
+        status_dir: &Path,
     ) -> anyhow::Result<Arc<Self>> {
         use anyhow::Context as _;
         let cgroup = prepare_cgroup(name, instance)?;
@@ -255,6 +264,10 @@ impl Server {
             limits,
             landlock,
             cap_last: crate::sys::cap_last(),
+            up_since: AtomicU64::new(0),
+            last_exit: std::sync::Mutex::default(),
+            instance: instance.to_owned(),
+            state_file: Some(state::file(status_dir, instance, name)),
             stop: CancellationToken::new(),
         }))
     }
@@ -267,7 +280,10 @@ impl Server {
         loop {
             let started = Instant::now();
             let status = match self.spawn() {
-                Ok(child) => self.watch(child, grace).await,
+                Ok(child) => {
+                    self.save_state().await;
+                    self.watch(child, grace).await
+                }
                 Err(e) => {
                     tracing::error!(server = %self.name, program = %self.spec.program.display(), error = %e, "could not start the server");
                     None
@@ -275,12 +291,19 @@ impl Server {
             };
             self.up.store(false, Ordering::Relaxed);
             self.ready.store(false, Ordering::Relaxed);
-            if self.stop.is_cancelled() {
-                break;
-            }
+            self.pid.store(0, Ordering::Relaxed);
+            self.up_since.store(0, Ordering::Relaxed);
             let clean = status.is_some_and(|s| s.success());
             let ran = started.elapsed();
             let shown = status.map_or_else(|| "not started".to_owned(), |s| s.to_string());
+            *self
+                .last_exit
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(shown.clone());
+            if self.stop.is_cancelled() {
+                break;
+            }
+            self.save_state().await;
             if !self.spec.restart.restarts(clean) {
                 tracing::warn!(server = %self.name, status = %shown, restart = self.spec.restart.name(), "the server exited and is not started again (its restart policy)");
                 break;
@@ -293,6 +316,17 @@ impl Server {
             }
             self.restarts.fetch_add(1, Ordering::Relaxed);
         }
+        // Stopped with the gateway: nothing to show any more. Down by its policy: its last
+        // state stays for `status`.
+        if self.stop.is_cancelled()
+            && let Some(file) = &self.state_file
+        {
+            let _ = std::fs::remove_file(file);
+            // The directory goes with the last server of the last gateway using it.
+            if let Some(dir) = file.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
         if let Some(dir) = &self.cgroup {
             kill_all(dir);
             // Empty now (or soon): the directory goes with it.
@@ -302,6 +336,43 @@ impl Server {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+
+    /// What `status` shows of it now.
+    pub fn state(&self) -> state::ServerState {
+        state::ServerState {
+            server: self.name.clone(),
+            instance: self.instance.clone(),
+            gateway_pid: std::process::id(),
+            pid: self.pid.load(Ordering::Relaxed),
+            up_since_unix: self.up_since.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            last_exit: self
+                .last_exit
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+            cgroup: self.cgroup.as_ref().map(|c| c.display().to_string()),
+            sandbox: self.sandboxed,
+            limits: self
+                .limits
+                .iter()
+                .map(|(l, enforced)| (l.key.to_owned(), l.shown.clone(), *enforced))
+                .collect(),
+        }
+    }
+
+    /// Writes its state file (off the runtime's threads); a failure is logged, once per
+    /// write, and changes nothing else.
+    async fn save_state(&self) {
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
+        let state = self.state();
+        let written = tokio::task::spawn_blocking(move || state::write(&path, &state)).await;
+        if let Ok(Err(e)) = written {
+            tracing::warn!(server = %self.name, error = %e, "could not write the server's state for `mcp-gateway status`");
         }
     }
 
@@ -350,6 +421,12 @@ impl Server {
         let pid = child.id().unwrap_or(0);
         self.pid.store(pid, Ordering::Relaxed);
         self.up.store(true, Ordering::Relaxed);
+        self.up_since.store(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            Ordering::Relaxed,
+        );
         tracing::info!(server = %self.name, pid, cgroup = ?self.cgroup, "started the server");
         if let Some(out) = child.stdout.take() {
             tokio::spawn(forward_lines(self.name.clone(), "stdout", out));
