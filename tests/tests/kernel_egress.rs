@@ -307,7 +307,11 @@ fn each_confined_server_reaches_only_its_own_destinations() {
         || connect_from(b.path(), &ns, &to_a).starts_with(EPERM),
     );
     assert_eq!(connect_from(b.path(), &ns, &to_b), "ok");
-    assert_eq!(enforcing_b(), 1.0);
+    // The programs refuse from the moment they are attached; the metric follows once the
+    // gateway has recorded the new cgroup, a moment later.
+    wait_until("b's metric says enforcing", Duration::from_secs(5), || {
+        enforcing_b() == 1.0
+    });
 
     // The rules outlive the gateway (fail closed), and `detach` takes them away.
     gw.child.signal(libc::SIGTERM);
