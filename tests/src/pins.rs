@@ -41,6 +41,17 @@ impl PinDir {
         self.sum(|c| c.reason() == Some(reason) && c.label() == label)
     }
 
+    /// `mcp-gateway status --json` of this pin directory.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = crate::process::gateway_output(&["status", "--json", "--pin-dir", self.arg()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
     fn sum(&self, filter: impl Fn(&counters::Counter) -> bool) -> u64 {
         counters::from_pin(&self.0)
             .expect("reading the pinned counters")

@@ -27,7 +27,6 @@ use mcp_gateway_tests::{
     upstream::http_responder,
     wait_until,
 };
-use serde_json::Value;
 
 const EPERM: &str = "err 1 ";
 
@@ -63,16 +62,6 @@ fn connect_from_grandchild(cgroup: &Path, ns: &NetnsGuard, addr: &str) -> String
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn status(pins: &PinDir) -> Value {
-    let out = gateway_output(&["status", "--json", "--pin-dir", pins.arg()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status JSON")
-}
-
 fn egress_links(pins: &PinDir) -> Vec<String> {
     let mut found = Vec::new();
     for dir in [pins.path().to_owned()].into_iter().chain(
@@ -92,16 +81,6 @@ fn egress_links(pins: &PinDir) -> Vec<String> {
     found
 }
 
-/// Removes the pins (and so every program) however the test ends.
-struct Detach<'a>(&'a PinDir);
-
-impl Drop for Detach<'_> {
-    fn drop(&mut self) {
-        let _ = gateway_output(&["detach", "--all", "--pin-dir", self.0.arg()]);
-        let _ = fs::remove_dir_all(self.0.path());
-    }
-}
-
 #[test]
 #[ignore = "privileged: needs root with CAP_BPF and cgroup v2; run by `cargo xtask test`"]
 fn each_confined_server_reaches_only_its_own_destinations() {
@@ -113,7 +92,6 @@ fn each_confined_server_reaches_only_its_own_destinations() {
     let b = TestCgroup::new("egress-b");
     let a_child = a.child("worker");
     let pins = PinDir::new("egress");
-    let _detach = Detach(&pins);
     let (pa, pb) = (18311, 18312);
     let _la = listen(listeners.path(), &ns, &format!("127.0.0.1:{pa}"));
     let _lb = listen(listeners.path(), &ns, &format!("127.0.0.1:{pb}"));
@@ -243,7 +221,7 @@ fn each_confined_server_reaches_only_its_own_destinations() {
         );
     }
 
-    let report = status(&pins);
+    let report = pins.status_json();
     let rows = report["egress"].as_array().expect("egress rows");
     let row = |server: &str| {
         rows.iter()
@@ -337,7 +315,6 @@ fn a_name_is_followed_and_its_old_address_kept_one_more_round() {
     let gateway_cg = TestCgroup::new("egress-dns-gw");
     let server = TestCgroup::new("egress-dns-srv");
     let pins = PinDir::new("egress-dns");
-    let _detach = Detach(&pins);
     let port = 18321;
     let (old, new) = (format!("127.0.0.10:{port}"), format!("127.0.0.11:{port}"));
     let _l_old = listen(listeners.path(), &ns, &old);
@@ -395,7 +372,7 @@ fn a_name_is_followed_and_its_old_address_kept_one_more_round() {
     );
     // Straight after the refresh that brought the new address, the old one is still allowed.
     assert_eq!(connect_from(server.path(), &ns, &old), "ok");
-    let report = status(&pins);
+    let report = pins.status_json();
     let rules = report["egress"][0]["rules"].to_string();
     assert!(
         rules.contains("127.0.0.10") && rules.contains("127.0.0.11"),
@@ -430,7 +407,6 @@ fn a_restart_without_egress_rules_releases_the_cgroup() {
     let gateway_cg = TestCgroup::new("egress-restart-gw");
     let server = TestCgroup::new("egress-restart-srv");
     let pins = PinDir::new("egress-restart");
-    let _detach = Detach(&pins);
     let _l = listen(listeners.path(), &ns, "127.0.0.1:18331");
     let start = |egress: bool| {
         let mut cmd = Command::new(gateway_bin());
@@ -460,7 +436,7 @@ fn a_restart_without_egress_rules_releases_the_cgroup() {
     let gw = start(false);
     assert!(gw.logged("released the cgroups an earlier run").is_some());
     assert_eq!(connect_from(server.path(), &ns, "127.0.0.1:18331"), "ok");
-    assert!(status(&pins)["egress"].as_array().unwrap().is_empty());
+    assert!(pins.status_json()["egress"].as_array().unwrap().is_empty());
     assert_eq!(egress_links(&pins), Vec::<String>::new());
 }
 
@@ -534,7 +510,6 @@ fn a_python_sdk_fetch_server_reaches_only_what_its_rules_allow() {
     let gateway_cg = TestCgroup::new("egress-e2e-gw");
     let server_cg = TestCgroup::new("egress-e2e-fetch");
     let pins = PinDir::new("egress-e2e");
-    let _detach = Detach(&pins);
     let allowed = http_responder("the allowed service");
     let denied = http_responder("a service the server must not reach");
     let upstream = Upstream::start_fetching(server_cg.path(), e2e_free_port());

@@ -74,17 +74,6 @@ impl Instance {
     }
 }
 
-/// `mcp-gateway status --json`.
-fn status(pins: &PinDir) -> Value {
-    let out = gateway_output(&["status", "--json", "--pin-dir", pins.arg()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status JSON")
-}
-
 /// One owner of a port: (instance, role, alive).
 type Owner = (String, String, bool);
 
@@ -175,7 +164,7 @@ fn two_instances_on_one_pin_dir_never_undo_each_others_protection() {
         );
     }
     assert_eq!((a.enforcing(), b.enforcing()), (1.0, 1.0));
-    let report = status(&pins);
+    let report = pins.status_json();
     assert_eq!(
         owners(&report),
         [
@@ -198,7 +187,7 @@ fn two_instances_on_one_pin_dir_never_undo_each_others_protection() {
         );
     }
     assert_eq!(b.enforcing(), 1.0);
-    let report = status(&pins);
+    let report = pins.status_json();
     let alive: Vec<(String, bool)> = report["instances"]
         .as_array()
         .unwrap()
@@ -218,7 +207,7 @@ fn two_instances_on_one_pin_dir_never_undo_each_others_protection() {
         line.contains("taken_over=5") && line.contains("attached=0"),
         "{line}"
     );
-    let report = status(&pins);
+    let report = pins.status_json();
     let pids: Vec<u64> = report["instances"]
         .as_array()
         .unwrap()
@@ -264,7 +253,7 @@ fn two_instances_on_one_pin_dir_never_undo_each_others_protection() {
     assert_eq!((a.enforcing(), b.enforcing()), (0.0, 1.0));
     let mut gw_a = gw_a;
     gw_a.wait_for_log("KERNEL ENFORCEMENT LOST", Duration::from_secs(15));
-    assert_eq!(owners(&status(&pins)).len(), 2);
+    assert_eq!(owners(&pins.status_json()).len(), 2);
 
     // The last instance detached: programs gone, counters kept.
     let out = gateway_output(&["detach", "--instance", &b.name(), "--pin-dir", pins.arg()]);
@@ -336,7 +325,7 @@ fn one_gateway_with_two_servers_protects_both_servers_ports() {
         )
     };
     assert_eq!((drops("weather"), drops("db")), (1.0, 1.0));
-    let report = status(&pins);
+    let report = pins.status_json();
     let servers: Vec<(u64, String)> = report["ports"]
         .as_array()
         .unwrap()

@@ -85,16 +85,6 @@ impl Supervisor {
     }
 }
 
-/// Removes the pins however the test ends.
-struct Detach<'a>(&'a PinDir);
-
-impl Drop for Detach<'_> {
-    fn drop(&mut self) {
-        let _ = gateway_output(&["detach", "--all", "--pin-dir", self.0.arg()]);
-        let _ = fs::remove_dir_all(self.0.path());
-    }
-}
-
 /// The pid of the process whose command line contains `needle`, if one runs.
 fn pid_of(needle: &str) -> Option<u32> {
     fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -119,7 +109,6 @@ fn a_supervised_sdk_server_is_confined_served_restarted_and_stopped() {
     require_privileges();
     let cgroup = TestCgroup::new("supervise");
     let pins = PinDir::new("supervise");
-    let _detach = Detach(&pins);
     let state = TempDir::new("supervise-state");
     let allowed = http_responder("the allowed service");
     let denied = http_responder("a service the server must not reach");
@@ -271,7 +260,6 @@ fn a_server_not_yet_listening_gets_503_and_one_that_exits_stays_down_by_its_poli
     require_privileges();
     let cgroup = TestCgroup::new("supervise-503");
     let pins = PinDir::new("supervise-503");
-    let _detach = Detach(&pins);
     let state = TempDir::new("supervise-503-state");
     let (slow_listen, down_listen) = (free_port(), free_port());
     let config = format!(

@@ -74,26 +74,26 @@ pub struct Confinement {
 }
 
 impl Confinement {
-    /// The entries for the kernel now.
-    fn entries(&self) -> BTreeSet<rule::Entry> {
+    /// What its names and resolvers are now, taken one lock at a time.
+    fn now(&self) -> (BTreeMap<String, BTreeSet<IpAddr>>, Vec<IpAddr>) {
         let resolved = self.resolved();
         let resolvers = self
             .resolvers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        (resolved, resolvers)
+    }
+
+    /// The entries for the kernel now.
+    fn entries(&self) -> BTreeSet<rule::Entry> {
+        let (resolved, resolvers) = self.now();
         rule::entries(&self.rules, &resolved, &resolvers, self.dns)
     }
 
     /// What `status` shows: the cgroup, the rules and their names' addresses.
     fn summary(&self) -> String {
-        // One lock at a time (`entries` takes them in the other order).
-        let resolved = self.resolved();
-        let resolvers = self
-            .resolvers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let (resolved, resolvers) = self.now();
         rule::summary(
             &self.cgroup.display().to_string(),
             &self.rules,
